@@ -1,0 +1,79 @@
+"""OmegaConf configs made of ``target`` / ``params`` blocks, as in latent-diffusion.
+
+A block ``{target: "package.module.Class", params: {...}}`` names a callable by its import
+path and the keyword arguments it is called with.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGED_CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is missing, malformed or inconsistent."""
+
+
+def get_obj_from_str(path: str) -> Any:
+    """Import ``"package.module.Name"`` and return ``Name``."""
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"target {path!r} is not a dotted import path such as 'disdiff.models.unet.UNetModel'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"target {path!r}: cannot import module {module_name!r} ({exc})") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"target {path!r}: module {module_name!r} has no attribute {attr!r}") from exc
+
+
+def instantiate_from_config(config: Mapping[str, Any] | DictConfig, **extra: Any) -> Any:
+    """Build the object a ``target``/``params`` block describes.
+
+    ``extra`` keyword arguments are added to (and override) ``params``.
+    """
+    if not isinstance(config, (Mapping, DictConfig)) or "target" not in config:
+        raise ConfigError(f"expected a config block with a 'target' key, got {config!r}")
+    params = config.get("params", None) or {}
+    if isinstance(params, DictConfig):
+        params = OmegaConf.to_container(params, resolve=True)
+    cls = get_obj_from_str(str(config["target"]))
+    try:
+        return cls(**dict(params), **extra)
+    except TypeError as exc:
+        raise ConfigError(f"cannot build {config['target']} from params {sorted(dict(params))}: {exc}") from exc
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """Find a config file: as given, else relative to the configs shipped with the package."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    packaged = PACKAGED_CONFIG_DIR / candidate
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"config file {str(path)!r} not found (looked in the working directory and in {PACKAGED_CONFIG_DIR})"
+    )
+
+
+def load_configs(paths: list[str | Path], dotlist: list[str] | None = None) -> DictConfig:
+    """Load YAML files, merge them left to right, then apply ``key.sub=value`` overrides."""
+    configs = []
+    for path in paths:
+        resolved = resolve_config_path(path)
+        try:
+            configs.append(OmegaConf.load(resolved))
+        except Exception as exc:  # yaml errors come in several types
+            raise ConfigError(f"cannot parse config file {resolved}: {exc}") from exc
+    merged = OmegaConf.merge(*configs) if configs else OmegaConf.create()
+    if dotlist:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(dotlist)))
+    return merged
