@@ -7,6 +7,7 @@ path and the keyword arguments it is called with.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,10 +46,26 @@ def instantiate_from_config(config: Mapping[str, Any] | DictConfig, **extra: Any
     if isinstance(params, DictConfig):
         params = OmegaConf.to_container(params, resolve=True)
     cls = get_obj_from_str(str(config["target"]))
+    _check_params(cls, dict(params), str(config["target"]))
     try:
         return cls(**dict(params), **extra)
     except TypeError as exc:
         raise ConfigError(f"cannot build {config['target']} from params {sorted(dict(params))}: {exc}") from exc
+
+
+def _check_params(cls: Any, params: dict[str, Any], target: str) -> None:
+    """Name unknown keys and the valid ones, instead of a bare TypeError from deep inside."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    accepted = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        valid = sorted(name for name, p in accepted.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+        raise ConfigError(f"unknown parameter(s) {unknown} for {target}; valid parameters: {valid}")
 
 
 def resolve_config_path(path: str | Path) -> Path:

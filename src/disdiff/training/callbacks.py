@@ -1,0 +1,87 @@
+"""Lightning callbacks for disdiff runs: image grids, finite-loss guard, run metadata."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from disdiff.utils.images import save_grid
+
+log = logging.getLogger(__name__)
+
+
+class ImageLogger(pl.Callback):
+    """Every ``every_n_train_steps`` steps, save the grids ``module.log_images(batch, max_images)`` returns.
+
+    Files: ``<run>/images/train/<key>_step-XXXXXXXX.png``. Runs on rank 0 only, in eval mode and
+    without gradients, and restores the module's training mode afterwards.
+    """
+
+    def __init__(self, image_dir: str | Path, every_n_train_steps: int = 1000, max_images: int = 8, ncol: int = 8,
+                 log_first_step: bool = False) -> None:
+        super().__init__()
+        self.image_dir = Path(image_dir)
+        self.every_n_train_steps = int(every_n_train_steps)
+        self.max_images = int(max_images)
+        self.ncol = int(ncol)
+        self.log_first_step = log_first_step
+
+    def _due(self, step: int) -> bool:
+        if self.every_n_train_steps <= 0:
+            return False
+        return (step % self.every_n_train_steps == 0 and step > 0) or (self.log_first_step and step == 1)
+
+    def log_now(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any) -> None:
+        if not hasattr(module, "log_images") or not trainer.is_global_zero:
+            return
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                images = module.log_images(batch, max_images=self.max_images)
+        finally:
+            module.train(was_training)
+        for key, value in images.items():
+            path = self.image_dir / f"{key.replace('/', '_')}_step-{trainer.global_step:08d}.png"
+            save_grid(value, path, ncol=self.ncol)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._due(trainer.global_step):
+            self.log_now(trainer, module, batch)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Always leave a grid of the final weights, so short runs have pictures too.
+        batch = getattr(self, "_last_batch", None)
+        if batch is not None:
+            self.log_now(trainer, module, batch)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._last_batch = batch
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stop training as soon as the loss is NaN or infinite, naming the step.
+
+    The checkpoint callback only writes at its interval, so the last checkpoint on disk stays the
+    last good one: nothing is saved after the bad step.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({value}) at global step {trainer.global_step} (batch {batch_idx}); "
+                "training stopped, the last checkpoint on disk is the last good one"
+            )

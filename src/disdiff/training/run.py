@@ -1,0 +1,222 @@
+"""A training run: its directory, its merged config, and the Lightning Trainer that executes it.
+
+Layout of a run directory::
+
+    <run>/configs/config.yaml        merged config (what the run was built from)
+    <run>/run.json                   command line, seed, learning-rate arithmetic, versions
+    <run>/checkpoints/last.ckpt      latest state (resume point)
+    <run>/checkpoints/step=XXXXXXXX.ckpt
+    <run>/logs/metrics.csv           CSV log
+    <run>/tensorboard/               TensorBoard events
+    <run>/images/train/*.png         image grids from ``module.log_images``
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from disdiff.config import ConfigError, instantiate_from_config
+from disdiff.training.callbacks import FiniteLossGuard, ImageLogger
+from disdiff.training.checkpoint_io import AtomicCheckpointIO
+from disdiff.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+TOP_LEVEL_KEYS = {"model", "data", "lightning"}
+MODEL_KEYS = {"target", "params", "base_learning_rate"}
+LIGHTNING_KEYS = {"trainer", "checkpoint", "image_logger"}
+CHECKPOINT_KEYS = {"every_n_train_steps"}
+IMAGE_LOGGER_KEYS = {"every_n_train_steps", "max_images", "ncol", "log_first_step"}
+
+
+def _check_keys(block: Any, valid: set[str], where: str) -> None:
+    if block is None:
+        return
+    if not isinstance(block, (dict, DictConfig)):
+        raise ConfigError(f"config key {where!r} must be a mapping, got {type(block).__name__}")
+    unknown = sorted(set(block.keys()) - valid)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(f'{where}.{k}' for k in unknown)}; valid keys of {where!r}: {sorted(valid)}")
+
+
+def validate_config(config: DictConfig) -> None:
+    """Reject unknown keys at the levels the train command itself reads (others are checked on build)."""
+    _check_keys(config, TOP_LEVEL_KEYS, "<root>")
+    if "model" not in config:
+        raise ConfigError("config has no 'model' block (expected model.target and model.params)")
+    _check_keys(config.model, MODEL_KEYS, "model")
+    if "data" in config:
+        _check_keys(config.data, {"target", "params"}, "data")
+    lightning_cfg = config.get("lightning") or {}
+    _check_keys(lightning_cfg, LIGHTNING_KEYS, "lightning")
+    _check_keys(lightning_cfg.get("checkpoint"), CHECKPOINT_KEYS, "lightning.checkpoint")
+    _check_keys(lightning_cfg.get("image_logger"), IMAGE_LOGGER_KEYS, "lightning.image_logger")
+    trainer_cfg = lightning_cfg.get("trainer") or {}
+    trainer_params = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    _check_keys(trainer_cfg, trainer_params, "lightning.trainer")
+    base_lr = config.model.get("base_learning_rate", None)
+    if base_lr is not None and not isinstance(base_lr, (int, float)):
+        raise ConfigError(f"model.base_learning_rate must be a number, got {base_lr!r}")
+
+
+@dataclass
+class LearningRate:
+    base: float
+    scaled: float
+    factors: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if not self.factors:
+            return f"learning rate {self.scaled:.3e} (base, --scale_lr false)"
+        product = " x ".join(f"{v} ({k})" for k, v in self.factors.items())
+        return f"learning rate {self.scaled:.3e} = {product} x {self.base:.3e} (base)"
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, accumulate: int, devices: int, num_nodes: int, scale: bool) -> LearningRate:
+    """lr = accumulate_grad_batches x devices x nodes x batch_size x base_lr (spec 1.5), or base_lr."""
+    if not scale:
+        return LearningRate(base_lr, base_lr)
+    factors = {"accumulate_grad_batches": accumulate, "devices": devices, "num_nodes": num_nodes, "batch_size": batch_size}
+    scaled = base_lr
+    for value in factors.values():
+        scaled *= value
+    return LearningRate(base_lr, scaled, factors)
+
+
+def _count_devices(trainer_cfg: dict) -> int:
+    devices = trainer_cfg.get("devices", 1)
+    if devices in (None, "auto"):
+        return 1
+    if isinstance(devices, int):
+        return max(devices, 1) if devices != -1 else max(torch.cuda.device_count(), 1)
+    if isinstance(devices, str):
+        return len([d for d in devices.split(",") if d.strip()]) if "," in devices else max(int(devices), 1)
+    return len(devices)
+
+
+class RunDirectory:
+    """Creates and guards a run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "configs" / "config.yaml"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last.ckpt"
+
+    def holds_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def saved_config(self) -> DictConfig:
+        return OmegaConf.load(self.config_path)
+
+    def prepare(self, config: DictConfig, resume: bool, overwrite: bool) -> None:
+        """Refuse to mix two different runs in one directory, unless told to resume or overwrite."""
+        if self.holds_run() and not resume:
+            if not overwrite:
+                same = OmegaConf.to_yaml(self.saved_config()) == OmegaConf.to_yaml(config)
+                what = "the same config" if same else "a different config"
+                raise ConfigError(
+                    f"run directory {self.path} already holds a run ({what}); pass -r/--resume {self.path} to continue it "
+                    "or --overwrite to replace it"
+                )
+            for sub in ("checkpoints", "logs", "tensorboard", "images", "representations", "metrics"):
+                shutil.rmtree(self.path / sub, ignore_errors=True)
+        if not self.holds_run() and self.path.exists() and any(self.path.iterdir()) and not (resume or overwrite):
+            raise ConfigError(f"output directory {self.path} exists and is not empty, and holds no disdiff run; choose another -l/--logdir or name")
+        (self.path / "configs").mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.config_path, OmegaConf.to_yaml(config))
+
+
+def default_run_name(config_paths: list[str], name: str | None, postfix: str = "") -> str:
+    stem = name or (Path(config_paths[0]).stem if config_paths else "run")
+    return f"{time.strftime('%Y-%m-%dT%H-%M-%S')}_{stem}{postfix}"
+
+
+def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dict | None = None) -> pl.Trainer:
+    lightning_cfg = OmegaConf.to_container(config.get("lightning") or OmegaConf.create(), resolve=True)
+    trainer_kwargs: dict[str, Any] = dict(lightning_cfg.get("trainer") or {})
+    trainer_kwargs.update(extra_trainer_args or {})
+    trainer_kwargs.setdefault("accelerator", "auto")
+    trainer_kwargs.setdefault("devices", 1)
+    trainer_kwargs.setdefault("max_epochs", -1)
+    trainer_kwargs.setdefault("log_every_n_steps", 10)
+
+    ckpt_cfg = lightning_cfg.get("checkpoint") or {}
+    image_cfg = lightning_cfg.get("image_logger") or {}
+    every = int(ckpt_cfg.get("every_n_train_steps", 1000))
+    callbacks: list[pl.Callback] = [
+        FiniteLossGuard(),
+        ModelCheckpoint(
+            dirpath=run.checkpoint_dir,
+            filename="step={step:08d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=every,
+            save_top_k=-1,
+            save_last=True,
+        ),
+        ImageLogger(run.path / "images" / "train", **image_cfg),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    loggers = [
+        CSVLogger(save_dir=str(run.path), name="logs", version=""),
+        TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False),
+    ]
+    return pl.Trainer(
+        default_root_dir=str(run.path),
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kwargs,
+    )
+
+
+def describe_environment() -> dict[str, Any]:
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda_devices": torch.cuda.device_count(),
+    }
+
+
+def write_run_metadata(run: RunDirectory, meta: dict[str, Any]) -> None:
+    path = run.path / "run.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    history = previous.get("invocations", [])
+    history.append(meta)
+    atomic_write_json(path, {"invocations": history})
+
+
+def build_model_and_data(config: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    model = instantiate_from_config(config.model)
+    if "data" not in config:
+        raise ConfigError("config has no 'data' block (expected data.target, e.g. disdiff.data.datamodule.GroundTruthDataModule)")
+    data = instantiate_from_config(config.data)
+    return model, data
