@@ -85,3 +85,22 @@ class FiniteLossGuard(pl.Callback):
                 f"non-finite training loss ({value}) at global step {trainer.global_step} (batch {batch_idx}); "
                 "training stopped, the last checkpoint on disk is the last good one"
             )
+
+
+class FinalCheckpoint(pl.Callback):
+    """Write ``last.ckpt`` and ``step=XXXXXXXX.ckpt`` when fitting ends normally (max_steps or max_time).
+
+    The periodic checkpoint only fires every N steps; without this a run stopped by its time
+    budget would lose the steps since the last multiple of N. Not called after an exception, so
+    a failed run never overwrites its last good checkpoint.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path) -> None:
+        super().__init__()
+        self.checkpoint_dir = Path(checkpoint_dir)
+
+    def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step_path = self.checkpoint_dir / f"step={trainer.global_step:08d}.ckpt"
+        if not step_path.exists():
+            trainer.save_checkpoint(step_path)
+        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, instantiate_from_config
-from disdiff.training.callbacks import FiniteLossGuard, ImageLogger
+from disdiff.training.callbacks import FinalCheckpoint, FiniteLossGuard, ImageLogger
 from disdiff.training.checkpoint_io import AtomicCheckpointIO
 from disdiff.utils.io import atomic_write_json, atomic_write_text
 
@@ -180,6 +180,7 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
             save_last=True,
         ),
         ImageLogger(run.path / "images" / "train", **image_cfg),
+        FinalCheckpoint(run.checkpoint_dir),
         LearningRateMonitor(logging_interval="step"),
     ]
     loggers = [

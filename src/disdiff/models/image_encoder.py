@@ -1,0 +1,136 @@
+"""The DisDiff image encoder ("Encoder4", spec section 4.2), generalised.
+
+Maps an image ``x ∈ [−1, 1]^{C×H×W}`` (the raw image, not an autoencoder latent) to a flat code
+``z ∈ R^{N·d}``, read as ``N`` contiguous units of ``d`` dimensions: ``z^k = z[d·k : d·(k+1)]``.
+There is no normalisation, noise or KL term on ``z``.
+
+Layers (``w`` = ``width``; BN = BatchNorm2d):
+
+1. conv4×4 s2 p1 (C→w) + BN + ReLU       → H/2
+2. conv4×4 s2 p1 (w→w) + BN + ReLU       → H/4
+3. conv4×4 s2 p1 (w→w) + BN  (no ReLU)   → H/8
+4. conv4×4 s2 p1 (w→w) + BN + ReLU       → H/16
+5. ResBlock, 6. BN + ReLU, 7. ResBlock
+8. flatten to ``w·(H/16)·(W/16)``; 9. Linear → N·d
+
+ResBlock: ``x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))``. With ``resolution=64``, ``width=128``,
+``num_units=6``, ``unit_dim=32`` this is the published encoder (flatten size 2048 → 192); the
+flatten size is computed from the resolution instead of being hard-coded.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ImageEncoder", "EncoderResBlock", "split_units"]
+
+#: Number of stride-2 convolutions: the feature map is resolution / 16 on each side.
+NUM_DOWNSAMPLINGS = 4
+
+
+class EncoderResBlock(nn.Module):
+    """``x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))`` with a constant channel count."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv3 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv1 = nn.Conv2d(channels, channels, 1, 1, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv3(torch.relu(x))
+        h = self.conv1(torch.relu(self.bn(h)))
+        return x + h
+
+
+def _resolution_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(resolution, int):
+        return int(resolution), int(resolution)
+    values = [int(v) for v in resolution]
+    if len(values) != 2:
+        raise ValueError(f"resolution must be an int or (H, W), got {resolution!r}")
+    return values[0], values[1]
+
+
+class ImageEncoder(nn.Module):
+    """Encoder4 generalised to any ``N``, ``d``, width and input resolution (a multiple of 16).
+
+    ``forward(x)`` returns the flat code ``(B, N·d)``; :meth:`encode_units` returns ``(B, N, d)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        resolution: int | Sequence[int] = 64,
+        width: int = 128,
+        num_units: int = 6,
+        unit_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        height, wide = _resolution_hw(resolution)
+        factor = 2**NUM_DOWNSAMPLINGS
+        if height % factor or wide % factor or height < factor or wide < factor:
+            raise ValueError(f"image encoder resolution must be a positive multiple of {factor}, got {height}x{wide}")
+        if num_units < 1 or unit_dim < 1 or width < 1:
+            raise ValueError(f"num_units, unit_dim and width must be positive (got {num_units}, {unit_dim}, {width})")
+        self.in_channels = int(in_channels)
+        self.resolution = (height, wide)
+        self.width = int(width)
+        self.num_units = int(num_units)
+        self.unit_dim = int(unit_dim)
+        self.latent_dim = self.num_units * self.unit_dim
+        self.feature_shape = (self.width, height // factor, wide // factor)
+        self.flatten_dim = self.width * (height // factor) * (wide // factor)
+
+        w = self.width
+        self.features = nn.Sequential(
+            nn.Conv2d(self.in_channels, w, 4, 2, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.Conv2d(w, w, 4, 2, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.Conv2d(w, w, 4, 2, 1),
+            nn.BatchNorm2d(w),  # no ReLU after the third convolution (as published)
+            nn.Conv2d(w, w, 4, 2, 1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            EncoderResBlock(w),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            EncoderResBlock(w),
+        )
+        self.fc = nn.Linear(self.flatten_dim, self.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.resolution:
+            raise ValueError(
+                f"image encoder expects images (B, {self.in_channels}, {self.resolution[0]}, {self.resolution[1]}), "
+                f"got {tuple(x.shape)}"
+            )
+        h = self.features(x)
+        return self.fc(h.flatten(1))
+
+    def encode_units(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d)``: the code split into its units."""
+        return split_units(self(x), self.num_units)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_channels={self.in_channels}, resolution={self.resolution}, width={self.width}, "
+            f"num_units={self.num_units}, unit_dim={self.unit_dim}, flatten_dim={self.flatten_dim}"
+        )
+
+
+def split_units(z: torch.Tensor, num_units: int) -> torch.Tensor:
+    """Flat ``(B, N·d)`` code → ``(B, N, d)`` (contiguous chunks); ``(B, N, d)`` passes through."""
+    if z.dim() == 3:
+        if z.shape[1] != num_units:
+            raise ValueError(f"expected {num_units} units, got code of shape {tuple(z.shape)}")
+        return z
+    if z.dim() != 2 or z.shape[1] % num_units:
+        raise ValueError(f"cannot split a code of shape {tuple(z.shape)} into {num_units} units")
+    return z.reshape(z.shape[0], num_units, z.shape[1] // num_units)
