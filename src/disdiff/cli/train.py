@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from disdiff.cli.errors import UserError
-from disdiff.config import ConfigError, load_configs
+from disdiff.config import load_configs
 
 
 def _bool(value: str) -> bool:
@@ -102,11 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("disdiff.train")
     # Heavy imports only once a training run is really starting.
-    import lightning.pytorch as pl
-
-    from disdiff.training.run import (RunDirectory, build_model_and_data, build_trainer, default_run_name,
-                                      describe_environment, scaled_learning_rate, validate_config, write_run_metadata,
-                                      _count_devices)
+    from disdiff.training.run import RunDirectory, default_run_name, train
 
     # "-b a.yaml b.yaml key=value": argparse hands the dotlist to -b; move it where it belongs.
     args.overrides = [*[b for b in args.base if "=" in b], *args.overrides]
@@ -133,34 +125,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(f"run directory {run_path} already holds a run; resume it with -r {run_path} or pass --overwrite")
 
     apply_dis_flags(config, args.dis_loss_type, args.dis_weight, log)
-    validate_config(config)
-    run.prepare(config, resume=resume_ckpt is not None or bool(args.resume), overwrite=args.overwrite)
-
-    pl.seed_everything(args.seed, workers=True)
-    model, data = build_model_and_data(config)
-
-    trainer_cfg = OmegaConf.to_container(config.get("lightning", {}).get("trainer", {}) or {}, resolve=True)
-    trainer_cfg.update(_trainer_overrides(args))
-    batch_size = int(config.data.params.get("batch_size", 1)) if "params" in config.data else 1
-    lr = scaled_learning_rate(
-        float(config.model.get("base_learning_rate", getattr(model, "learning_rate", 1e-4))),
-        batch_size=batch_size,
-        accumulate=int(trainer_cfg.get("accumulate_grad_batches", 1)),
-        devices=_count_devices(trainer_cfg),
-        num_nodes=int(trainer_cfg.get("num_nodes", 1)),
-        scale=args.scale_lr,
-    )
-    model.learning_rate = lr.scaled
-    log.info("%s", lr.describe())
-    log.info("run directory: %s", run.path)
-
-    trainer = build_trainer(config, run, _trainer_overrides(args))
-    if trainer.is_global_zero:
-        write_run_metadata(run, {
-            "argv": sys.argv, "seed": args.seed, "resume_from": str(resume_ckpt) if resume_ckpt else None,
-            "learning_rate": lr.scaled, "base_learning_rate": lr.base, "lr_factors": lr.factors,
-            "environment": describe_environment(), "pid": os.getpid(),
-        })
-    trainer.fit(model, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    train(config, run, seed=args.seed, resume_ckpt=resume_ckpt, scale_lr=args.scale_lr, overwrite=args.overwrite,
+          trainer_overrides=_trainer_overrides(args))
     print(f"run directory: {run.path}")
     return 0

@@ -157,7 +157,8 @@ def default_run_name(config_paths: list[str], name: str | None, postfix: str = "
     return f"{time.strftime('%Y-%m-%dT%H-%M-%S')}_{stem}{postfix}"
 
 
-def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dict | None = None) -> pl.Trainer:
+def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dict | None = None,
+                  extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     lightning_cfg = OmegaConf.to_container(config.get("lightning") or OmegaConf.create(), resolve=True)
     trainer_kwargs: dict[str, Any] = dict(lightning_cfg.get("trainer") or {})
     trainer_kwargs.update(extra_trainer_args or {})
@@ -182,6 +183,7 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
         ImageLogger(run.path / "images" / "train", **image_cfg),
         FinalCheckpoint(run.checkpoint_dir),
         LearningRateMonitor(logging_interval="step"),
+        *(extra_callbacks or []),
     ]
     loggers = [
         CSVLogger(save_dir=str(run.path), name="logs", version=""),
@@ -221,3 +223,51 @@ def build_model_and_data(config: DictConfig) -> tuple[pl.LightningModule, pl.Lig
         raise ConfigError("config has no 'data' block (expected data.target, e.g. disdiff.data.datamodule.GroundTruthDataModule)")
     data = instantiate_from_config(config.data)
     return model, data
+
+
+def train(
+    config: DictConfig,
+    run: RunDirectory,
+    *,
+    seed: int = 23,
+    resume_ckpt: Path | None = None,
+    scale_lr: bool = True,
+    overwrite: bool = False,
+    trainer_overrides: dict | None = None,
+    extra_callbacks: list[pl.Callback] | None = None,
+    argv: list[str] | None = None,
+) -> pl.Trainer:
+    """Validate ``config``, prepare ``run``, build model, data and trainer, and fit.
+
+    This is what ``disdiff train`` runs; the quickstart calls it directly.
+    """
+    validate_config(config)
+    run.prepare(config, resume=resume_ckpt is not None, overwrite=overwrite)
+    pl.seed_everything(seed, workers=True)
+    model, data = build_model_and_data(config)
+
+    trainer_cfg = OmegaConf.to_container(config.get("lightning", {}).get("trainer", {}) or {}, resolve=True)
+    trainer_cfg.update(trainer_overrides or {})
+    data_params = config.data.get("params") or {}
+    lr = scaled_learning_rate(
+        float(config.model.get("base_learning_rate", getattr(model, "learning_rate", 1e-4))),
+        batch_size=int(data_params.get("batch_size", 1)),
+        accumulate=int(trainer_cfg.get("accumulate_grad_batches", 1)),
+        devices=_count_devices(trainer_cfg),
+        num_nodes=int(trainer_cfg.get("num_nodes", 1)),
+        scale=scale_lr,
+    )
+    model.learning_rate = lr.scaled
+    log.info("%s", lr.describe())
+    log.info("run directory: %s", run.path)
+
+    trainer = build_trainer(config, run, trainer_overrides, extra_callbacks)
+    if trainer.is_global_zero:
+        write_run_metadata(run, {
+            "argv": argv if argv is not None else sys.argv, "seed": seed,
+            "resume_from": str(resume_ckpt) if resume_ckpt else None,
+            "learning_rate": lr.scaled, "base_learning_rate": lr.base, "lr_factors": lr.factors,
+            "environment": describe_environment(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        })
+    trainer.fit(model, datamodule=data, ckpt_path=str(resume_ckpt) if resume_ckpt else None)
+    return trainer

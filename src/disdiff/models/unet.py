@@ -1,0 +1,509 @@
+"""ADM-style UNet (Dhariwal & Nichol) as used by the stage-2 latent diffusion model (spec 3.1).
+
+The network is split into two halves so that stage 3 can reuse the decoder half:
+
+* the **encoder half** — ``time_embed`` and ``input_blocks`` — is run by :meth:`UNetModel.encode`,
+  which returns the time embedding and every input-block output ``hs`` (``hs[-1]`` is h0);
+* the **decoder half** — ``middle_block``, ``output_blocks`` and ``out`` — is built by
+  :func:`build_decoder_half` (with a pluggable res-block factory) and run by
+  :func:`run_decoder_half`, which consumes the skips ``hs`` without mutating them.
+
+Blocks inside an :class:`EmbedSequential` receive extra inputs according to their marker class:
+:class:`TimestepBlock` subclasses get ``(x, emb)``, :class:`ConditionedBlock` subclasses get
+``(x, emb, cond)``, everything else gets ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "timestep_embedding",
+    "GroupNorm32",
+    "normalization",
+    "zero_module",
+    "TimestepBlock",
+    "ConditionedBlock",
+    "EmbedSequential",
+    "ResBlock",
+    "Upsample",
+    "Downsample",
+    "AttentionBlock",
+    "qkv_attention_legacy",
+    "encoder_skip_channels",
+    "build_decoder_half",
+    "run_decoder_half",
+    "UNetModel",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# small pieces
+# ---------------------------------------------------------------------------------------------
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding ``[cos(t·f), sin(t·f)]`` (cos first) with ``f_i = exp(−ln(max_period)·i/half)``.
+
+    ``half = dim // 2``, ``i = 0 … half−1``; an odd ``dim`` is padded with one zero column.
+    ``t`` is a ``(B,)`` tensor (may be fractional); the result is float32 ``(B, dim)``.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
+    args = t.reshape(-1, 1).float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype, cast back afterwards."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).type(x.dtype)
+
+
+def normalization(channels: int, num_groups: int = 32) -> GroupNorm32:
+    """``GroupNorm32(num_groups, channels)`` (eps 1e-5, affine); ``num_groups`` must divide ``channels``."""
+    if channels % num_groups != 0:
+        raise ValueError(f"GroupNorm: num_groups={num_groups} does not divide channels={channels}")
+    return GroupNorm32(num_groups, channels)
+
+
+def zero_module(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` in place and return it."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class TimestepBlock(nn.Module):
+    """Marker: ``forward(x, emb)`` takes the (time) embedding as second argument."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ConditionedBlock(nn.Module):
+    """Marker: ``forward(x, emb, cond)`` takes the embedding and an extra condition (stage 3)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class EmbedSequential(nn.Sequential):
+    """``nn.Sequential`` that routes ``emb`` / ``(emb, cond)`` to the blocks that take them."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ConditionedBlock):
+                x = layer(x, emb, cond)
+            elif isinstance(layer, TimestepBlock):
+                x = layer(x, emb)
+            else:
+                x = layer(x)
+        return x
+
+
+class Upsample(nn.Module):
+    """Nearest ×2 upsampling followed (if ``use_conv``) by a 3×3 conv."""
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        self.conv = nn.Conv2d(channels, self.out_channels, 3, padding=1) if use_conv else None
+        if not use_conv and self.out_channels != channels:
+            raise ValueError("Upsample without conv cannot change the channel count")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return self.conv(x) if self.conv is not None else x
+
+
+class Downsample(nn.Module):
+    """3×3 stride-2 conv (``use_conv``) or 2×2 average pooling."""
+
+    def __init__(self, channels: int, use_conv: bool = True, out_channels: int | None = None) -> None:
+        super().__init__()
+        self.channels = channels
+        self.out_channels = out_channels or channels
+        if use_conv:
+            self.op: nn.Module = nn.Conv2d(channels, self.out_channels, 3, stride=2, padding=1)
+        else:
+            if self.out_channels != channels:
+                raise ValueError("Downsample without conv cannot change the channel count")
+            self.op = nn.AvgPool2d(kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# residual block
+# ---------------------------------------------------------------------------------------------
+class ResBlock(TimestepBlock):
+    """ADM residual block, optionally up- or down-sampling.
+
+    ``h = conv3×3(SiLU(GN(x)))`` (with nearest-×2 / avg-pool-2 applied to both h, after GN+SiLU and
+    before the conv, and x when ``up``/``down``); ``e = Linear(SiLU(emb))``; then with
+    ``use_scale_shift_norm`` ``h = GN(h)·(1 + scale) + shift`` where ``(scale, shift) = chunk(e, 2)``,
+    otherwise ``h = GN(h + e)``; finally ``h = zero-conv3×3(Dropout(SiLU(h)))`` and the output is
+    ``skip(x) + h`` with ``skip`` the identity or a 1×1 conv.
+
+    Subclasses (e.g. stage 3's ``ResBlockShift``) can override :meth:`modulate` to add further
+    conditioning between the normalisation and the output layers.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float = 0.0,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = True,
+        up: bool = False,
+        down: bool = False,
+        num_groups: int = 32,
+    ) -> None:
+        super().__init__()
+        if up and down:
+            raise ValueError("ResBlock cannot both upsample and downsample")
+        self.channels = channels
+        self.emb_channels = emb_channels
+        self.out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.updown = up or down
+        out = self.out_channels
+
+        self.in_layers = nn.Sequential(
+            normalization(channels, num_groups), nn.SiLU(), nn.Conv2d(channels, out, 3, padding=1)
+        )
+        if up:
+            self.h_upd: nn.Module = Upsample(channels, use_conv=False)
+            self.x_upd: nn.Module = Upsample(channels, use_conv=False)
+        elif down:
+            self.h_upd = Downsample(channels, use_conv=False)
+            self.x_upd = Downsample(channels, use_conv=False)
+        else:
+            self.h_upd = self.x_upd = nn.Identity()
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out if use_scale_shift_norm else out)
+        )
+        self.out_layers = nn.Sequential(
+            normalization(out, num_groups),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
+            zero_module(nn.Conv2d(out, out, 3, padding=1)),
+        )
+        self.skip_connection = nn.Identity() if out == channels else nn.Conv2d(channels, out, 1)
+
+    def _in(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.updown:
+            in_rest, in_conv = self.in_layers[:-1], self.in_layers[-1]
+            h = in_conv(self.h_upd(in_rest(x)))
+            x = self.x_upd(x)
+        else:
+            h = self.in_layers(x)
+        return x, h
+
+    def modulate(self, h: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the output normalisation and the embedding FiLM; returns the pre-activation h."""
+        emb_out = self.emb_layers(emb).type(h.dtype)
+        emb_out = emb_out.reshape(*emb_out.shape, *([1] * (h.dim() - emb_out.dim())))
+        out_norm = self.out_layers[0]
+        if self.use_scale_shift_norm:
+            scale, shift = torch.chunk(emb_out, 2, dim=1)
+            return out_norm(h) * (1 + scale) + shift
+        return out_norm(h + emb_out)
+
+    def _forward(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        x, h = self._in(x)
+        h = self.modulate(h, emb, cond)
+        h = self.out_layers[1:](h)
+        return self.skip_connection(x) + h
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self._forward(x, emb)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention
+# ---------------------------------------------------------------------------------------------
+def qkv_attention_legacy(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """"Legacy" ADM multi-head attention on a ``(B, 3·H·c, L)`` tensor, returning ``(B, H·c, L)``.
+
+    The heads are split *before* q/k/v: ``qkv`` is reshaped to ``(B·H, 3c, L)`` and split into
+    q, k, v of ``(B·H, c, L)``. With q and k each scaled by ``c^{−1/4}``,
+    ``out = v · softmax_s(qᵀk)ᵀ``, i.e. ``out[:, :, t] = Σ_s softmax_s(q_t·k_s/√c) v[:, :, s]``.
+    Implemented with ``scaled_dot_product_attention`` (scale ``1/√c``), which is the same
+    computation; half-precision inputs are computed in float32.
+    """
+    bs, width, length = qkv.shape
+    if width % (3 * num_heads) != 0:
+        raise ValueError(f"qkv width {width} is not divisible by 3·num_heads={3 * num_heads}")
+    ch = width // (3 * num_heads)
+    q, k, v = qkv.reshape(bs * num_heads, 3 * ch, length).split(ch, dim=1)
+    dtype = qkv.dtype
+    work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    q, k, v = (u.transpose(1, 2).to(work) for u in (q, k, v))  # (B·H, L, c)
+    a = F.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(ch))
+    return a.to(dtype).transpose(1, 2).reshape(bs, num_heads * ch, length)
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention: ``x + proj(attn(qkv(GN(x))))`` with a zero-initialised 1×1 projection.
+
+    ``num_heads`` heads, or ``channels // num_head_channels`` heads if ``num_head_channels > 0``.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, num_groups: int = 32) -> None:
+        super().__init__()
+        self.channels = channels
+        if num_head_channels == -1:
+            self.num_heads = num_heads
+        else:
+            if channels % num_head_channels != 0:
+                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
+            self.num_heads = channels // num_head_channels
+        if channels % self.num_heads != 0:
+            raise ValueError(f"channels {channels} not divisible by num_heads {self.num_heads}")
+        self.norm = normalization(channels, num_groups)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        x = x.reshape(b, c, -1)
+        h = qkv_attention_legacy(self.qkv(self.norm(x)), self.num_heads)
+        h = self.proj_out(h)
+        return (x + h).reshape(b, c, *spatial)
+
+
+# ---------------------------------------------------------------------------------------------
+# the two halves
+# ---------------------------------------------------------------------------------------------
+def encoder_skip_channels(model_channels: int, channel_mult: Sequence[int], num_res_blocks: int) -> list[int]:
+    """Channel count of every input-block output (the skips ``hs``), in order.
+
+    For (64, [1,2,4,4], 2): [64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256].
+    """
+    chans = [model_channels]
+    ch = model_channels
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            ch = mult * model_channels
+            chans.append(ch)
+        if level != len(channel_mult) - 1:
+            chans.append(ch)
+    return chans
+
+
+MakeResBlock = Callable[[int, int, bool], nn.Module]
+
+
+def build_decoder_half(
+    model_channels: int,
+    channel_mult: Sequence[int],
+    num_res_blocks: int,
+    attention_resolutions: Iterable[int],
+    num_heads: int,
+    dropout: float,
+    time_embed_dim: int,
+    out_channels: int,
+    num_groups: int = 32,
+    use_scale_shift_norm: bool = True,
+    resblock_updown: bool = True,
+    make_resblock: MakeResBlock | None = None,
+    num_head_channels: int = -1,
+    conv_resample: bool = True,
+) -> tuple[EmbedSequential, nn.ModuleList, nn.Sequential]:
+    """Build ``(middle_block, output_blocks, out)`` of the UNet described by the arguments.
+
+    ``attention_resolutions`` are downsampling rates (1 = full resolution). ``make_resblock(ch,
+    out_ch, up)`` builds each residual block — the two in the middle block (``up=False``), the
+    first ``num_res_blocks+1`` blocks of each level (``up=False``) and, with ``resblock_updown``,
+    the upsampling block ending each level but the last (``up=True``). By default it builds a
+    :class:`ResBlock` on ``time_embed_dim``; stage 3 passes a factory of its conditioned blocks.
+    """
+    attn = {int(a) for a in attention_resolutions}
+    if make_resblock is None:
+
+        def make_resblock(ch: int, out_ch: int, up: bool) -> nn.Module:
+            return ResBlock(
+                ch, time_embed_dim, dropout, out_channels=out_ch,
+                use_scale_shift_norm=use_scale_shift_norm, up=up, num_groups=num_groups,
+            )
+
+    def make_attn(ch: int) -> AttentionBlock:
+        return AttentionBlock(ch, num_heads=num_heads, num_head_channels=num_head_channels, num_groups=num_groups)
+
+    skip_chans = encoder_skip_channels(model_channels, channel_mult, num_res_blocks)
+    ch = skip_chans[-1]
+    ds = 2 ** (len(channel_mult) - 1)
+
+    middle_block = EmbedSequential(make_resblock(ch, ch, False), make_attn(ch), make_resblock(ch, ch, False))
+
+    output_blocks = nn.ModuleList()
+    for level, mult in list(enumerate(channel_mult))[::-1]:
+        for i in range(num_res_blocks + 1):
+            ich = skip_chans.pop()
+            layers: list[nn.Module] = [make_resblock(ch + ich, model_channels * mult, False)]
+            ch = model_channels * mult
+            if ds in attn:
+                layers.append(make_attn(ch))
+            if level and i == num_res_blocks:
+                layers.append(make_resblock(ch, ch, True) if resblock_updown else Upsample(ch, conv_resample))
+                ds //= 2
+            output_blocks.append(EmbedSequential(*layers))
+
+    out = nn.Sequential(
+        normalization(ch, num_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, out_channels, 3, padding=1))
+    )
+    return middle_block, output_blocks, out
+
+
+def run_decoder_half(
+    middle: nn.Module,
+    output_blocks: Sequence[nn.Module],
+    out: nn.Module,
+    hs: Sequence[torch.Tensor],
+    emb: torch.Tensor,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``out(output_blocks(middle(h0), skips))`` with h0 = ``hs[-1]``; ``hs`` is not modified.
+
+    Output block j concatenates ``hs[-1-j]`` to its input along channels before running.
+    """
+    if len(hs) != len(output_blocks):
+        raise ValueError(f"expected {len(output_blocks)} skip tensors, got {len(hs)}")
+    h = middle(hs[-1], emb, cond)
+    for j, block in enumerate(output_blocks):
+        h = torch.cat([h, hs[-1 - j]], dim=1)
+        h = block(h, emb, cond)
+    return out(h)
+
+
+# ---------------------------------------------------------------------------------------------
+# full model
+# ---------------------------------------------------------------------------------------------
+class UNetModel(nn.Module):
+    """Unconditional ADM UNet predicting ε from ``(x_t, t)``.
+
+    ``attention_resolutions`` are **downsampling rates** (as in the original configs): attention is
+    used at every level whose rate ``ds = 2^level`` is in the set, e.g. [1, 2, 4] on a 16² latent
+    means attention at 16², 8² and 4². ``image_size`` is informational (the network is fully
+    convolutional). ``num_groups`` is the GroupNorm group count (32 in the published model).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        in_channels: int = 3,
+        model_channels: int = 64,
+        out_channels: int = 3,
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (1, 2, 4),
+        channel_mult: Sequence[int] = (1, 2, 4, 4),
+        num_heads: int = 8,
+        dropout: float = 0.0,
+        use_scale_shift_norm: bool = True,
+        resblock_updown: bool = True,
+        num_groups: int = 32,
+        num_head_channels: int = -1,
+        conv_resample: bool = True,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.model_channels = model_channels
+        self.out_channels = out_channels
+        self.num_res_blocks = num_res_blocks
+        self.attention_resolutions = tuple(int(a) for a in attention_resolutions)
+        self.channel_mult = tuple(int(m) for m in channel_mult)
+        self.num_heads = num_heads
+        self.num_head_channels = num_head_channels
+        self.dropout = dropout
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.resblock_updown = resblock_updown
+        self.num_groups = num_groups
+        self.conv_resample = conv_resample
+        self.time_embed_dim = ted = model_channels * 4
+        attn = set(self.attention_resolutions)
+
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, ted), nn.SiLU(), nn.Linear(ted, ted))
+
+        def make_attn(ch: int) -> AttentionBlock:
+            return AttentionBlock(ch, num_heads=num_heads, num_head_channels=num_head_channels, num_groups=num_groups)
+
+        def make_res(ch: int, out_ch: int, down: bool = False) -> ResBlock:
+            return ResBlock(
+                ch, ted, dropout, out_channels=out_ch,
+                use_scale_shift_norm=use_scale_shift_norm, down=down, num_groups=num_groups,
+            )
+
+        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))])
+        ch, ds = model_channels, 1
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [make_res(ch, mult * model_channels)]
+                ch = mult * model_channels
+                if ds in attn:
+                    layers.append(make_attn(ch))
+                self.input_blocks.append(EmbedSequential(*layers))
+            if level != len(self.channel_mult) - 1:
+                down = make_res(ch, ch, down=True) if resblock_updown else Downsample(ch, conv_resample)
+                self.input_blocks.append(EmbedSequential(down))
+                ds *= 2
+
+        self.middle_block, self.output_blocks, self.out = build_decoder_half(**self.decoder_half_kwargs())
+
+    def decoder_half_kwargs(self) -> dict:
+        """Keyword arguments of :func:`build_decoder_half` that rebuild this model's decoder half."""
+        return dict(
+            model_channels=self.model_channels,
+            channel_mult=self.channel_mult,
+            num_res_blocks=self.num_res_blocks,
+            attention_resolutions=self.attention_resolutions,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            time_embed_dim=self.time_embed_dim,
+            out_channels=self.out_channels,
+            num_groups=self.num_groups,
+            use_scale_shift_norm=self.use_scale_shift_norm,
+            resblock_updown=self.resblock_updown,
+            num_head_channels=self.num_head_channels,
+            conv_resample=self.conv_resample,
+        )
+
+    @property
+    def skip_channels(self) -> list[int]:
+        return encoder_skip_channels(self.model_channels, self.channel_mult, self.num_res_blocks)
+
+    def embed_time(self, t: torch.Tensor) -> torch.Tensor:
+        """``time_embed(sinusoid(t))``, shape ``(B, 4·model_channels)``."""
+        return self.time_embed(timestep_embedding(t, self.model_channels))
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the encoder half: returns ``(emb, hs)``, hs = every input-block output (hs[-1] = h0)."""
+        emb = self.embed_time(t)
+        hs: list[torch.Tensor] = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb)
+            hs.append(h)
+        return emb, hs
+
+    def decode(self, hs: Sequence[torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
+        """Run the decoder half on the skips ``hs`` (not modified) and the embedding ``emb``."""
+        return run_decoder_half(self.middle_block, self.output_blocks, self.out, hs, emb)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb, hs = self.encode(x, t)
+        return self.decode(hs, emb)

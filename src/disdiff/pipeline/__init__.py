@@ -1,0 +1,1 @@
+"""End-to-end pipelines built from the stages: the quickstart and its report."""
