@@ -44,6 +44,9 @@ class GroundTruthDataset(ABC, torch.utils.data.Dataset):
     image_shape: tuple[int, int, int]  # (H, W, C)
     #: Human-readable origin, e.g. the file path it is read from.
     source: str = ""
+    #: False for datasets that are a plain image collection (CelebA: one pseudo-factor "image"),
+    #: on which factor-based metrics are meaningless.
+    is_factor_grid: bool = True
 
     # ------------------------------------------------------------------ storage
     @abstractmethod
