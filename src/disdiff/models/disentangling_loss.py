@@ -142,6 +142,8 @@ class DisLossOutput:
     ce_invariant: torch.Tensor  # (B,)
     weight: torch.Tensor  # (B,) w_b
     concept: torch.Tensor  # (B,) the sampled units (the CE targets)
+    z_hat: torch.Tensor  # (B, N, d) re-encoding of the frozen DPM's x0 prediction (no grad)
+    z_hat_c: torch.Tensor  # (B, N, d) re-encoding of the x0 prediction with G_c added
 
 
 def disentangling_loss(
@@ -179,7 +181,8 @@ def disentangling_loss(
     z_hat_c = _units(reencode(images_c), num_units)
     weight = sample_weights(loss_type, x0, x0_c, images, images_c)
     loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight)
-    return DisLossOutput(loss=loss, ce_variant=ce_va, ce_invariant=ce_in, weight=weight, concept=concept)
+    return DisLossOutput(loss=loss, ce_variant=ce_va, ce_invariant=ce_in, weight=weight, concept=concept,
+                         z_hat=z_hat, z_hat_c=z_hat_c)
 
 
 def _units(code: torch.Tensor, num_units: int) -> torch.Tensor:

@@ -1,0 +1,168 @@
+"""``disdiff export``: the representations of a whole ground-truth dataset, for ``disdiff evaluate``.
+
+    disdiff export RUN_OR_CHECKPOINT [--dataset NAME_OR_PATH] [--dataset-option KEY=VALUE ...]
+                   [--data-dir DIR] [--batch-size 256] [--out FILE.npz] [--device cpu]
+
+Every image of the dataset is encoded, in canonical order (row i = image i), with the live
+(non-EMA) encoder in eval mode (BatchNorm running statistics), as the original's test export.
+The output npz holds ``latents`` (M, N, d) float32 and ``global_step`` (int), plus ``dataset`` and
+``factor_sizes`` for reference. Default output: ``<run>/representations/step=XXXXXXXX.npz``.
+
+Without ``--dataset`` the run's own training dataset (name, options, data folder from
+``<run>/configs/config.yaml``) is used. With ``--dataset`` naming that same dataset, the run's
+dataset options are the defaults; ``--dataset-option`` overrides them one by one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from disdiff.cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers shared by export, swap and traverse
+# ---------------------------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a DisDiff run directory (uses checkpoints/last.ckpt) or a checkpoint file")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--dataset", default=None, required=required, metavar="NAME_OR_PATH",
+                        help="dataset name (shapes3d-synth, shapes3d, mpi3d, cars3d, dsprites, celeba) or file/folder; "
+                             "default: the run's training dataset")
+    parser.add_argument("--dataset-option", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        dest="dataset_options",
+                        help="dataset option, value in YAML syntax (e.g. resolution=32, factor_sizes=[4,4,4,3,4,3]); repeatable")
+    parser.add_argument("--data-dir", default=None, help="folder holding the real datasets (default: $DISDIFF_DATA)")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--dataset-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"--dataset-option {pair!r}: cannot parse the value: {exc}") from exc
+    return options
+
+
+def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], str | None]:
+    """(dataset name, options, data_dir) the run was trained on, from its saved config (if any)."""
+    if run_dir is None:
+        return None, {}, None
+    path = run_dir / "configs" / "config.yaml"
+    if not path.is_file():
+        return None, {}, None
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    params = ((config or {}).get("data") or {}).get("params") or {}
+    name = params.get("dataset")
+    return (str(name) if name is not None else None, dict(params.get("dataset_options") or {}), params.get("data_dir"))
+
+
+def open_dataset(args: argparse.Namespace, run_dir: Path | None):
+    """The dataset named by --dataset/--dataset-option/--data-dir, defaulting to the run's own."""
+    from disdiff.data.registry import load_dataset
+
+    run_name, run_options, run_data_dir = run_dataset_spec(run_dir)
+    cli_options = parse_options(args.dataset_options)
+    if args.dataset is None:
+        if run_name is None:
+            raise UserError("--dataset is required (the run's config names no training dataset)")
+        name, options, data_dir = run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
+    elif run_name is not None and str(args.dataset) == run_name:
+        name, options, data_dir = run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
+    else:
+        name, options, data_dir = args.dataset, cli_options, args.data_dir
+    log.info("dataset %s with options %s", name, options)
+    dataset = load_dataset(name, data_dir=data_dir, **options)
+    return name, options, dataset
+
+
+def load_model(args: argparse.Namespace, use_ema: bool = True):
+    from disdiff.api import DisDiff
+
+    try:
+        import torch
+
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise UserError(f"--device {args.device!r}: {exc}") from exc
+    model = DisDiff.load(args.run, map_location=device, use_ema=use_ema)
+    return model
+
+
+def check_geometry(model, dataset) -> None:
+    c, h, w = model.image_shape
+    dh, dw, dc = dataset.image_shape
+    if (dc, dh, dw) != (c, h, w):
+        raise UserError(f"the dataset's images are {dh}x{dw}x{dc} but the model's encoder takes {h}x{w}x{c}; "
+                        "pick the matching dataset options (e.g. --dataset-option resolution=...)")
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+def export_representations(model, dataset, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """Latents (M, N, d) float32 of every dataset image, row i = canonical image i."""
+    from tqdm.auto import tqdm
+
+    M = len(dataset)
+    out = np.empty((M, model.num_units, model.unit_dim), dtype=np.float32)
+    starts = range(0, M, int(batch_size))
+    for start in tqdm(starts, desc="export", unit="batch", disable=not progress, file=sys.stderr):
+        idx = np.arange(start, min(start + int(batch_size), M))
+        z = model.encode(dataset.images(idx), batch_size=len(idx))
+        out[idx] = z.detach().cpu().numpy().astype(np.float32)
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("export", help="write the representations of a whole dataset (npz for evaluate)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    add_dataset_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default 256)")
+    parser.add_argument("--out", default=None, help="output npz (default: <run>/representations/step=XXXXXXXX.npz)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from disdiff.utils.io import atomic_save_npz
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    model = load_model(args)
+    if args.out is not None:
+        out = Path(args.out)
+    elif model.run_dir is not None:
+        out = model.run_dir / "representations" / f"step={model.global_step:08d}.npz"
+    else:
+        raise UserError(f"{args.run} is not inside a run directory; give the output file with --out")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    name, _, dataset = open_dataset(args, model.run_dir)
+    check_geometry(model, dataset)
+    latents = export_representations(model, dataset, args.batch_size, progress=not args.no_progress)
+    atomic_save_npz(out, latents=latents, global_step=np.int64(model.global_step), dataset=np.str_(name),
+                    factor_sizes=np.asarray(dataset.factor_sizes, dtype=np.int64))
+    print(f"wrote {out}: latents {latents.shape} (step {model.global_step})")
+    return 0

@@ -1,0 +1,386 @@
+"""Stage 3: DisDiff on top of a frozen first stage and a frozen pre-trained LDM (spec section 4).
+
+Trained: the shift decoder (``denoiser.shift_middle_block``, ``shift_output_blocks``,
+``shift_out``), ``denoiser.repre_embed``, ``denoiser.part_emb``, ``denoiser.part_latents`` and the
+image ``encoder``. Frozen: the stage-2 UNet (``denoiser.unet``) and the ``first_stage``.
+
+Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), ``t ~ U{0..T−1}``,
+``z_t = q_sample(z0, t, ε)``, one sampled unit ``c_b`` per sample, ``(pred, G) = denoiser(z_t, t, z)``;
+
+* ``L_r = mean_b mean_chw |ε − (pred + shift_coef_t·Σ_k G_k)|``;
+* the disentangling loss of :mod:`disdiff.models.disentangling_loss` with ``G_{c_b}``;
+* ``L = L_r + mean_b dis_b``. Logged as ``train/loss_rec``, ``train/loss_dis``, ``train/loss``.
+
+A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
+its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
+without the stage-2 checkpoint file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from disdiff.config import ConfigError, instantiate_from_config
+from disdiff.diffusion.ema import EMA
+from disdiff.diffusion.lr_schedule import linear_warmup
+from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
+from disdiff.models.disentangling_loss import (
+    DIS_LOSS_TYPES,
+    REENCODER_BN_MODES,
+    FrozenReencoder,
+    disentangling_loss,
+    sample_concepts,
+)
+from disdiff.models.image_encoder import ImageEncoder, split_units
+from disdiff.models.shift_decoder import DisDiffDenoiser
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DisDiffModule", "resolve_ldm_checkpoint"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
+    """A stage-2 checkpoint file, or a stage-2 run directory (→ ``checkpoints/last.ckpt``)."""
+    if path is None or str(path) in ("", "???", "None"):
+        raise ConfigError("model.params.ldm_ckpt is not set: give the stage-2 (LDM) run directory or checkpoint")
+    p = Path(str(path))
+    if p.is_dir():
+        candidate = p / "checkpoints" / "last.ckpt"
+        if not candidate.is_file():
+            raise ConfigError(f"stage-2 run directory {str(p)!r} has no checkpoints/last.ckpt")
+        return candidate
+    if not p.is_file():
+        raise ConfigError(f"stage-2 (LDM) checkpoint {str(p)!r} not found")
+    return p
+
+
+def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """(image resolution, image channels) recorded in a first-stage config, if any."""
+    params = first_stage_config.get("params", {}) or {}
+    dd = params.get("ddconfig", {}) or {}
+    res = dd.get("resolution")
+    ch = dd.get("in_channels")
+    return (int(res) if res is not None else None, int(ch) if ch is not None else None)
+
+
+class DisDiffModule(pl.LightningModule):
+    """DisDiff (stage 3). See the module docstring.
+
+    ``ldm_ckpt``: the stage-2 run directory or checkpoint; its UNet is loaded with the EMA weights
+    (``use_ema_unet=True``, default) or the raw training weights (``use_ema_unet=False``).
+    ``encoder_config``: keyword arguments of :class:`ImageEncoder` (``width``, and optionally
+    ``resolution`` / ``in_channels``, which default to the first stage's image geometry), or a
+    ``target``/``params`` block of a custom encoder returning ``(B, num_units·unit_dim)``.
+    ``stage2`` is filled in automatically (configs and scale factor of the loaded stage 2) and is
+    what makes checkpoints self-contained; do not set it in a config.
+    """
+
+    def __init__(
+        self,
+        ldm_ckpt: str | None = None,
+        encoder_config: dict | None = None,
+        num_units: int = 6,
+        unit_dim: int = 32,
+        use_ema_unet: bool = True,
+        dis_loss_type: str = "Z",
+        dis_weight: float = 0.05,
+        reencoder_bn_mode: str = "eval",
+        loss_type: str = "l1",
+        warmup_steps: int = 10000,
+        weight_decay: float = 0.01,
+        use_ema: bool = True,
+        ema_decay: float = 0.9999,
+        learning_rate: float = 2e-6,
+        log_ddim_steps: int = 50,
+        log_ddim_eta: float = 1.0,
+        image_key: str = "image",
+        orthogonal_part_embedding: bool = True,
+        released_part_convention: bool = False,
+        monitor: str | None = None,
+        stage2: dict | None = None,
+    ) -> None:
+        super().__init__()
+        encoder_config = _plain(encoder_config) if encoder_config is not None else {}
+        stage2 = _plain(stage2) if stage2 is not None else None
+        ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
+        if dis_loss_type not in DIS_LOSS_TYPES:
+            raise ConfigError(f"dis_loss_type must be one of {DIS_LOSS_TYPES}, got {dis_loss_type!r}")
+        if reencoder_bn_mode not in REENCODER_BN_MODES:
+            raise ConfigError(f"reencoder_bn_mode must be one of {REENCODER_BN_MODES}, got {reencoder_bn_mode!r}")
+        if loss_type not in ("l1", "l2"):
+            raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
+        if float(dis_weight) < 0:
+            raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
+        if int(num_units) < 1 or int(unit_dim) < 1:
+            raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
+        self.save_hyperparameters()
+
+        # -- frozen stages 1 and 2 ---------------------------------------------------------------
+        if stage2 is None:
+            from disdiff.training.ldm_module import load_pretrained_ldm
+
+            ckpt_path = resolve_ldm_checkpoint(ldm_ckpt)
+            loaded = load_pretrained_ldm(ckpt_path, use_ema=bool(use_ema_unet))
+            unet, first_stage = loaded["unet"], loaded["first_stage"]
+            stage2 = {
+                "source": str(ckpt_path),
+                "use_ema": bool(use_ema_unet),
+                "global_step": int(loaded.get("global_step", 0)),
+                "scale_factor": float(loaded["scale_factor"]),
+                "unet_config": _plain(loaded["unet_config"]),
+                "first_stage_config": _plain(loaded["first_stage_config"]),
+                "schedule_config": _plain(loaded.get("schedule_config", {}) or {}),
+            }
+            self.hparams["stage2"] = stage2
+            log.info("DisDiff: stage 2 loaded from %s (%s UNet weights, scale_factor %.6g)", ckpt_path,
+                     "EMA" if use_ema_unet else "raw", stage2["scale_factor"])
+        else:
+            # Rebuilding a trained DisDiff: architecture from the recorded configs, weights from
+            # the stage-3 state dict that is loaded next.
+            from disdiff.models.autoencoder import freeze_first_stage
+
+            unet = instantiate_from_config(stage2["unet_config"])
+            first_stage = freeze_first_stage(instantiate_from_config(stage2["first_stage_config"]))
+        self.first_stage = first_stage
+        self.schedule = DiffusionSchedule(**(stage2.get("schedule_config") or {}))
+        # The stage-2 value on every rank (it is set at construction, not in a rank-0 hook).
+        self.register_buffer("scale_factor", torch.tensor(float(stage2["scale_factor"]), dtype=torch.float32))
+
+        # -- DisDiff parts -----------------------------------------------------------------------
+        self.num_units = int(num_units)
+        self.unit_dim = int(unit_dim)
+        self.denoiser = DisDiffDenoiser(
+            unet, self.num_units, self.unit_dim,
+            orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
+        )
+        self.encoder = self._build_encoder(encoder_config, stage2["first_stage_config"])
+        self.reencoder = FrozenReencoder(reencoder_bn_mode)
+        # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
+        # does not require grad; the encoder is never averaged, spec 1.3).
+        self.ema = EMA(self.denoiser, decay=ema_decay) if use_ema else None
+
+        self.dis_loss_type = dis_loss_type
+        self.dis_weight = float(dis_weight)
+        self.loss_type = loss_type
+        self.warmup_steps = int(warmup_steps)
+        self.weight_decay = float(weight_decay)
+        self.learning_rate = float(learning_rate)
+        self.log_ddim_steps = int(log_ddim_steps)
+        self.log_ddim_eta = float(log_ddim_eta)
+        self.image_key = image_key
+        self.monitor = monitor
+
+        unet_in = int(unet.in_channels)
+        fs_ch = getattr(first_stage, "latent_channels", None)
+        if fs_ch is not None and int(fs_ch) != unet_in:
+            raise ConfigError(f"stage-2 UNet in_channels={unet_in} does not match the first stage's latents ({fs_ch})")
+
+    def _build_encoder(self, encoder_config: dict, first_stage_config: Mapping[str, Any]) -> nn.Module:
+        res, ch = _first_stage_geometry(first_stage_config)
+        if "target" in encoder_config:
+            return instantiate_from_config(encoder_config)
+        kwargs = dict(encoder_config)
+        for key in ("num_units", "unit_dim"):
+            if key in kwargs and int(kwargs.pop(key)) != getattr(self, key):
+                raise ConfigError(f"encoder_config.{key} differs from model.params.{key}; set it once, in model.params")
+        if res is not None:
+            given = kwargs.setdefault("resolution", res)
+            if int(given) != res:
+                raise ConfigError(f"encoder_config.resolution={given} but the first stage works on {res}x{res} images")
+        if ch is not None:
+            given = kwargs.setdefault("in_channels", ch)
+            if int(given) != ch:
+                raise ConfigError(f"encoder_config.in_channels={given} but the first stage's images have {ch} channels")
+        try:
+            return ImageEncoder(num_units=self.num_units, unit_dim=self.unit_dim, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot build the image encoder from encoder_config {encoder_config}: {exc}") from exc
+
+    # -- parameters and modes -------------------------------------------------------------------
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The optimiser's parameters: shift decoder, repre_embed, part_emb, part_latents, encoder."""
+        yield from self.denoiser.trainable_parameters()
+        yield from self.encoder.parameters()
+
+    def train(self, mode: bool = True) -> "DisDiffModule":
+        super().train(mode)
+        self.denoiser.unet.eval()
+        self.first_stage.eval()
+        return self
+
+    # -- inputs and latents ---------------------------------------------------------------------
+    def get_input(self, batch: Any) -> torch.Tensor:
+        if isinstance(batch, Mapping):
+            x = batch[self.image_key]
+        elif isinstance(batch, (list, tuple)):
+            x = batch[0]
+        else:
+            x = batch
+        return x.to(memory_format=torch.contiguous_format).float()
+
+    @torch.no_grad()
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled first-stage latents ``s·E_AE(x)`` (no gradient)."""
+        return self.scale_factor * self.first_stage.encode_to_latent(x)
+
+    def decode_latents(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+        """``D(z / s)``; differentiable w.r.t. ``z``."""
+        return self.first_stage.decode_latent(z / self.scale_factor, quantize=quantize)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        unet = self.denoiser.unet
+        size = int(unet.image_size)
+        return int(unet.in_channels), size, size
+
+    def encode_representation(self, x: torch.Tensor) -> torch.Tensor:
+        """``z = encoder(x)`` split into units: (B, N, d). Uses the encoder's current mode."""
+        return split_units(self.encoder(x), self.num_units)
+
+    # -- losses ---------------------------------------------------------------------------------
+    def compute_losses(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        concept: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
+        """All stage-3 loss terms for images ``x``; random draws from ``generator`` when given."""
+        B = x.shape[0]
+        device = x.device
+        z0 = self.encode_images(x)
+        z = self.encode_representation(x)
+        if t is None:
+            if generator is None:
+                t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
+            else:
+                t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator,
+                                  device=generator.device).to(device)
+        if noise is None:
+            if generator is None:
+                noise = torch.randn_like(z0)
+            else:
+                noise = torch.randn(z0.shape, generator=generator, device=generator.device, dtype=z0.dtype).to(device)
+        if concept is None:
+            concept = sample_concepts(B, self.num_units, generator, device)
+        z_t = q_sample(self.schedule, z0, t, noise)
+        pred, fields = self.denoiser(z_t, t, z)
+        out_grad = fields.sum(dim=1)
+        shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
+        eps_hat = pred + shift_coef * out_grad
+        diff = noise - eps_hat
+        per_elem = diff.abs() if self.loss_type == "l1" else diff * diff
+        loss_rec = per_elem.flatten(1).mean(1).mean()
+
+        result: dict[str, Any] = {"z": z, "t": t, "noise": noise, "z_t": z_t, "pred": pred, "fields": fields,
+                                  "concept": concept, "loss_rec": loss_rec}
+        if self.dis_weight > 0:
+            sub_grad = fields[torch.arange(B, device=device), concept]
+            dis = disentangling_loss(
+                schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
+                decode=lambda lat: self.decode_latents(lat, quantize=False),
+                reencode=lambda images: self.reencoder(self.encoder, images),
+                loss_type=self.dis_loss_type, dis_weight=self.dis_weight,
+            )
+            loss_dis = dis.loss.mean()
+            result["dis"] = dis
+        else:
+            loss_dis = torch.zeros((), device=device)
+        result["loss_dis"] = loss_dis
+        result["loss"] = loss_rec + loss_dis
+        return result
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = self.get_input(batch)
+        out = self.compute_losses(x)
+        B = x.shape[0]
+        self.log("train/loss_rec", out["loss_rec"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
+        self.log("train/loss_dis", out["loss_dis"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
+        self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
+        if "dis" in out:
+            dis = out["dis"]
+            self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
+            self.log("train/dis_ce_invariant", dis.ce_invariant.mean(), on_step=True, on_epoch=False, batch_size=B)
+            self.log("train/dis_sample_weight", dis.weight.mean(), on_step=True, on_epoch=False, batch_size=B)
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("lr_abs", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
+                     batch_size=B)
+        return out["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.denoiser)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = self.get_input(batch)
+        gen = torch.Generator().manual_seed(1234 + batch_idx)
+        out = self.compute_losses(x, generator=gen)
+        B = x.shape[0]
+        self.log("val/loss_rec", out["loss_rec"], on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+        self.log("val/loss_dis", out["loss_dis"], on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+        self.log("val/loss", out["loss"], on_step=False, on_epoch=True, batch_size=B, sync_dist=True)
+        return out["loss"]
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.learning_rate, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # -- EMA ------------------------------------------------------------------------------------
+    def ema_scope(self):
+        """Context manager: the denoiser holds its EMA weights inside (no-op without EMA)."""
+        import contextlib
+
+        if self.ema is None:
+            return contextlib.nullcontext(self.denoiser)
+        return self.ema.average_parameters(self.denoiser)
+
+    # -- images ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_images(
+        self, batch: Any, max_images: int = 8, ddim_steps: int | None = None, eta: float | None = None, seed: int = 0
+    ) -> dict[str, torch.Tensor]:
+        """Grids for the image logger (EMA shift decoder, encoder in eval mode).
+
+        ``inputs``, ``reconstruction`` (first-stage round trip), ``samples`` (DDIM conditioned on
+        each input's own representation), ``samples_swapping`` (row k: unit k of every input
+        replaced by input 0's) and ``samples_swapping_partial`` (row k: only ``G_k`` of input 0's
+        unit k added). One x_T per column, shared by every row.
+        """
+        from disdiff.inference import generate, swap_grid
+
+        steps = self.log_ddim_steps if ddim_steps is None else int(ddim_steps)
+        eta = self.log_ddim_eta if eta is None else float(eta)
+        x = self.get_input(batch)[:max_images].to(self.scale_factor.device)
+        was_training = self.training
+        self.eval()
+        try:
+            z = self.encode_representation(x)
+            out = {"inputs": x, "reconstruction": self.decode_latents(self.encode_images(x), quantize=True)}
+            with self.ema_scope():
+                out["samples"] = generate(self, z, steps=steps, eta=eta, seed=seed)
+                full = swap_grid(self, z, z[0], steps=steps, eta=eta, seed=seed, partial=False)
+                part = swap_grid(self, z, z[0], steps=steps, eta=eta, seed=seed, partial=True)
+            out["samples_swapping"] = full.flatten(0, 1)
+            out["samples_swapping_partial"] = part.flatten(0, 1)
+        finally:
+            self.train(was_training)
+        return out

@@ -1,0 +1,69 @@
+"""Tiny stage-2 checkpoints and DisDiff modules shared by the tests/test_disdiff_*.py files."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+IMAGE_SIZE = 16
+
+FIRST_STAGE = {
+    "target": "disdiff.models.autoencoder.VQModel",
+    "params": {
+        "embed_dim": 3,
+        "n_embed": 16,
+        "ddconfig": dict(ch=8, ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0, in_channels=3,
+                         out_ch=3, resolution=IMAGE_SIZE, z_channels=3, double_z=False, num_groups=4),
+    },
+}
+
+UNET = {
+    "target": "disdiff.models.unet.UNetModel",
+    "params": dict(image_size=IMAGE_SIZE // 2, in_channels=3, model_channels=8, out_channels=3, num_res_blocks=1,
+                   attention_resolutions=[2], channel_mult=[1, 2], num_heads=2, num_groups=4),
+}
+
+
+def make_ldm_checkpoint(path: Path, seed: int = 0, scale_factor: float = 0.7, perturb_ema: bool = True) -> Path:
+    """A stage-2 checkpoint in the LatentDiffusionModule format (random weights, non-zero outputs)."""
+    from disdiff.training.ldm_module import LatentDiffusionModule
+
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ldm = LatentDiffusionModule(unet_config=UNET, first_stage_config=FIRST_STAGE, first_stage_ckpt=None)
+    with torch.no_grad():
+        # Give the zero-initialised output layers some weight so that pred depends on the input.
+        for p in ldm.unet.parameters():
+            if p.abs().sum() == 0 and p.dim() > 1:
+                p.normal_(0, 0.05)
+        ldm.ema = type(ldm.ema)(ldm.unet, decay=0.99)  # shadow = the perturbed weights
+        if perturb_ema:
+            for name in ldm.ema.param_to_shadow.values():
+                getattr(ldm.ema, name).add_(0.01)
+        ldm.scale_factor.fill_(scale_factor)
+    ckpt = {"state_dict": ldm.state_dict(), "hyper_parameters": dict(ldm.hparams), "global_step": 3}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def make_module(ldm_ckpt: Path, seed: int = 0, **kwargs):
+    from disdiff.training.disdiff_module import DisDiffModule
+
+    torch.manual_seed(seed)
+    args = dict(ldm_ckpt=str(ldm_ckpt), encoder_config={"width": 8}, num_units=3, unit_dim=4, warmup_steps=2,
+                learning_rate=1e-3, log_ddim_steps=3, ema_decay=0.9)
+    args.update(kwargs)
+    return DisDiffModule(**args)
+
+
+def randomize_shift_output(module, std: float = 0.05, seed: int = 1) -> None:
+    """Move G away from 0 (as training would) by giving the zero-initialised shift layers weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.denoiser.trainable_parameters():
+            if p.abs().sum() == 0 and p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * std)

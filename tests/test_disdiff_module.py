@@ -1,0 +1,311 @@
+"""DisDiffModule (stage 3): what trains, gradient paths, losses, EMA, checkpoints, API, configs."""
+
+import inspect
+import warnings
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from disdiff_support import IMAGE_SIZE, make_ldm_checkpoint, make_module, randomize_shift_output
+from torch.utils.data import DataLoader, Dataset
+
+from disdiff.api import DisDiff
+from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, load_configs
+from disdiff.diffusion.schedule import extract
+from disdiff.training.disdiff_module import DisDiffModule
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ldm_ckpt(tmp_path_factory):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make_ldm_checkpoint(tmp_path_factory.mktemp("stage2") / "checkpoints" / "last.ckpt")
+
+
+def images(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
+
+
+TRAINABLE_PREFIXES = ("denoiser.shift_middle_block.", "denoiser.shift_output_blocks.", "denoiser.shift_out.",
+                      "denoiser.repre_embed.", "denoiser.part_emb.", "denoiser.part_latents.", "encoder.")
+
+
+def test_stage2_is_loaded_frozen_with_its_scale_factor(ldm_ckpt):
+    m = make_module(ldm_ckpt)
+    raw = torch.load(ldm_ckpt, weights_only=True)["state_dict"]
+    assert float(m.scale_factor) == pytest.approx(0.7)
+    assert m.hparams["stage2"]["scale_factor"] == pytest.approx(0.7)
+    # EMA weights of the stage-2 UNet by default, the raw ones on request
+    w = m.denoiser.unet.out[2].weight
+    assert torch.equal(w, raw["ema.out__2__weight"])
+    m_raw = make_module(ldm_ckpt, use_ema_unet=False)
+    assert torch.equal(m_raw.denoiser.unet.out[2].weight, raw["unet.out.2.weight"])
+    assert not torch.equal(raw["unet.out.2.weight"], raw["ema.out__2__weight"])
+    m.train()
+    assert not m.denoiser.unet.training and not m.first_stage.training and m.encoder.training
+    assert all(not p.requires_grad for p in m.denoiser.unet.parameters())
+    assert all(not p.requires_grad for p in m.first_stage.parameters())
+
+
+def test_exactly_the_named_parameters_are_trained(ldm_ckpt):
+    m = make_module(ldm_ckpt, dis_weight=5.0)
+    randomize_shift_output(m)
+    names = {id(p): n for n, p in m.named_parameters()}
+    trainable = {names[id(p)] for p in m.trainable_parameters()}
+    assert trainable == {n for n, p in m.named_parameters() if n.startswith(TRAINABLE_PREFIXES)}
+    opt = m.configure_optimizers()["optimizer"]
+    assert {names[id(p)] for g in opt.param_groups for p in g["params"]} == trainable
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+    # EMA shadows the denoiser's trainable parameters only (never the encoder or the frozen UNet)
+    assert {"denoiser." + n for n in m.ema.param_to_shadow} == {n for n in trainable if n.startswith("denoiser.")}
+
+    m.train()
+    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    assert out["loss_dis"] > 0
+    out["loss"].backward()
+    with_grad = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == trainable
+    assert all(p.grad is None for n, p in m.named_parameters() if n not in trainable)
+
+
+def test_encoder_gradient_flows_only_through_repre_embed(ldm_ckpt):
+    m = make_module(ldm_ckpt, dis_weight=5.0)
+    randomize_shift_output(m)
+    m.train()
+    captured = {}
+
+    def on_encoder(module, inputs, output):
+        if "z" not in captured:  # the first call is the live encoding; later ones are the re-encoder
+            captured["z"] = output
+            output.register_hook(lambda g: captured.__setitem__("grad_z", g))
+
+    def on_repre(module, inputs, output):
+        inputs[0].register_hook(lambda g: captured.__setitem__("grad_repre_in", g))
+
+    h1 = m.encoder.register_forward_hook(on_encoder)
+    h2 = m.denoiser.repre_embed.register_forward_hook(on_repre)
+    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(1))
+    assert out["loss_dis"] > 0
+    out["loss"].backward()
+    h1.remove()
+    h2.remove()
+    B = captured["z"].shape[0]
+    assert captured["grad_z"].abs().sum() > 0
+    assert torch.allclose(captured["grad_z"], captured["grad_repre_in"].reshape(B, -1), atol=1e-7, rtol=1e-5)
+
+    # Cutting the repre_embed path leaves the encoder without any gradient.
+    m.zero_grad(set_to_none=True)
+    original = m.denoiser.repre_embed.forward
+    m.denoiser.repre_embed.forward = lambda x: original(x.detach())
+    try:
+        out = m.compute_losses(images(), generator=torch.Generator().manual_seed(1))
+        out["loss"].backward()
+    finally:
+        del m.denoiser.repre_embed.forward
+    assert all(p.grad is None for p in m.encoder.parameters())
+
+
+@pytest.mark.parametrize("loss_type", ["Z", "IM"])
+def test_dis_loss_is_exactly_zero_at_initialisation(ldm_ckpt, loss_type):
+    m = make_module(ldm_ckpt, dis_loss_type=loss_type, dis_weight=1.0)
+    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    assert torch.count_nonzero(out["fields"]) == 0
+    assert out["loss_dis"].item() == 0.0
+    grads = torch.autograd.grad(out["loss_dis"], list(m.trainable_parameters()), allow_unused=True)
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
+    randomize_shift_output(m)
+    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    assert out["loss_dis"].item() > 0
+
+
+def test_reconstruction_uses_shift_coef_and_dis_uses_sampled_unit(ldm_ckpt):
+    m = make_module(ldm_ckpt, dis_weight=0.3)
+    randomize_shift_output(m)
+    x = images()
+    concept = torch.tensor([2, 0, 1, 2])
+    out = m.compute_losses(x, concept=concept, generator=torch.Generator().manual_seed(2))
+    t, z_t, G = out["t"], out["z_t"], out["fields"]
+    eps_hat = out["pred"] + extract(m.schedule.shift_coef, t, z_t.shape) * G.sum(1)
+    assert torch.allclose(out["loss_rec"], (out["noise"] - eps_hat).abs().mean(), atol=1e-6)
+    dis = out["dis"]
+    assert torch.equal(dis.concept, concept)
+    ac = m.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+    g_c = G[torch.arange(4), concept].detach()
+    assert torch.allclose(dis.weight, ((1 - ac) ** 2 / ac * g_c ** 2).mean(dim=(1, 2, 3)), rtol=1e-4, atol=1e-12)
+    z = out["z"].detach()
+    a = (dis.z_hat - z).norm(dim=-1)
+    b = (dis.z_hat_c - z).norm(dim=-1)
+    ce_va = torch.nn.functional.cross_entropy(a - b, concept, reduction="none")
+    assert torch.allclose(dis.ce_variant, ce_va, atol=1e-6)
+    assert torch.allclose(out["loss_dis"], (dis.weight * 0.3 * (dis.ce_variant + dis.ce_invariant)).mean())
+    assert torch.allclose(out["loss"], out["loss_rec"] + out["loss_dis"])
+
+
+def test_dis_weight_zero_skips_the_disentangling_term(ldm_ckpt):
+    m = make_module(ldm_ckpt, dis_weight=0.0)
+    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    assert "dis" not in out and out["loss_dis"].item() == 0.0
+
+
+def test_bad_options_are_config_errors(ldm_ckpt, tmp_path):
+    with pytest.raises(ConfigError, match="dis_loss_type"):
+        make_module(ldm_ckpt, dis_loss_type="ZZ")
+    with pytest.raises(ConfigError, match="reencoder_bn_mode"):
+        make_module(ldm_ckpt, reencoder_bn_mode="frozen")
+    with pytest.raises(ConfigError, match="ldm_ckpt"):
+        make_module("???")
+    with pytest.raises(ConfigError, match="not found"):
+        make_module(tmp_path / "missing.ckpt")
+    with pytest.raises(ConfigError, match="resolution"):
+        make_module(ldm_ckpt, encoder_config={"width": 8, "resolution": 32})
+    # a stage-2 run directory resolves to its last checkpoint
+    assert make_module(ldm_ckpt.parent.parent).hparams["stage2"]["source"] == str(ldm_ckpt)
+
+
+def _plain_only(value):
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_only(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain_only(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+class Batches(Dataset):
+    def __init__(self, n=8):
+        self.x = images(n, seed=5)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"image": self.x[i], "factors": torch.zeros(2, dtype=torch.long), "index": torch.tensor(i)}
+
+
+def test_fit_logs_terms_updates_ema_and_checkpoint_is_self_contained(ldm_ckpt, tmp_path):
+    m = make_module(ldm_ckpt, dis_weight=1.0)
+    m.learning_rate = 1e-3
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(m, DataLoader(Batches(), batch_size=4))
+    for key in ("train/loss_rec", "train/loss_dis", "train/loss"):
+        assert key in trainer.callback_metrics
+    assert int(m.ema.num_updates) == 2
+    assert _plain_only(dict(m.hparams))
+
+    path = tmp_path / "run" / "checkpoints" / "step=00000002.ckpt"
+    path.parent.mkdir(parents=True)
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["hyper_parameters"]["stage2"]["unet_config"]["target"] == "disdiff.models.unet.UNetModel"
+
+    # The stage-3 checkpoint loads without the stage-2 file.
+    moved = ldm_ckpt.with_name("moved.ckpt")
+    ldm_ckpt.rename(moved)
+    try:
+        model = DisDiff.load(path)
+    finally:
+        moved.rename(ldm_ckpt)
+    assert model.run_dir == tmp_path / "run" and model.global_step == 2 and model.uses_ema
+    x = images(3, seed=9)
+    m.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), m.encode_representation(x), atol=1e-6)
+    for name, shadow in m.ema.shadow_state_dict().items():
+        assert torch.equal(dict(model.module.denoiser.named_parameters())[name], shadow)
+
+    z = model.encode(x)
+    assert z.shape == (3, 3, 4)
+    out = model.generate(z, steps=2, eta=1.0, seed=0)
+    assert out.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(out).all()
+    again = model.generate(z, steps=2, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, again)
+    swapped = model.swap(x, x[:1], unit=1, steps=2, seed=0)
+    assert swapped.shape == (3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with pytest.raises(ValueError):
+        model.swap(x, x[:1], unit=3, steps=2)
+
+
+def test_log_images_and_swap_grid_share_x_T_per_column(ldm_ckpt):
+    from disdiff.inference import swap_grid, swap_units
+
+    m = make_module(ldm_ckpt)
+    randomize_shift_output(m, std=0.2)
+    x = images(2)
+    out = m.log_images({"image": x}, max_images=2, ddim_steps=2)
+    assert set(out) == {"inputs", "reconstruction", "samples", "samples_swapping", "samples_swapping_partial"}
+    assert out["samples_swapping"].shape == (3 * 2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert out["samples_swapping_partial"].shape == (3 * 2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert m.training  # restored
+
+    m.eval()
+    z = m.encode_representation(x).detach()
+    # Swapping a unit with the same value changes nothing: every row reproduces the source's own
+    # generation exactly, because each row starts from the same x_T (and noise) per column.
+    grid = swap_grid(m, z, z[0], steps=3, eta=1.0, seed=7)
+    from disdiff.inference import generate
+
+    own = generate(m, z, steps=3, eta=1.0, seed=7)
+    assert torch.allclose(grid[0, 0], own[0], atol=1e-5)
+    for k in range(3):
+        assert torch.allclose(grid[k, 0], own[0], atol=1e-5)  # column 0 is the reference itself
+    # row k of the full swap == generation from the swapped codes
+    assert torch.allclose(grid[1], generate(m, swap_units(z, z[0], 1), steps=3, eta=1.0, seed=7), atol=1e-5)
+    partial = swap_grid(m, z, z[0], steps=3, eta=1.0, seed=7, partial=True)
+    assert partial.shape == grid.shape
+
+
+def test_traversal_and_pca_directions(ldm_ckpt):
+    from disdiff.inference import pca_directions, traverse, traverse_codes
+
+    rng = np.random.RandomState(0)
+    codes = rng.randn(200, 3, 4).astype(np.float32)
+    codes[:, 1, 2] *= 10.0
+    directions, std, mean = pca_directions(codes)
+    assert directions.shape == (3, 4) and std.shape == (3,)
+    assert abs(abs(directions[1, 2]) - 1.0) < 1e-3
+    assert np.allclose(np.linalg.norm(directions, axis=1), 1.0, atol=1e-5)
+    z = torch.zeros(3, 4)
+    moved = traverse_codes(z, directions, std, [-1.0, 0.0, 2.0], unit=1)
+    assert torch.equal(moved[1], z) and torch.allclose(moved[2, 1], torch.from_numpy(2 * std[1] * directions[1]))
+    assert torch.equal(moved[:, 0], torch.zeros(3, 4)) and torch.equal(moved[:, 2], torch.zeros(3, 4))
+
+    m = make_module(ldm_ckpt).eval()
+    grid = traverse(m, z, directions, std, [-1.0, 0.0, 1.0], steps=2, eta=0.0, seed=0)
+    assert grid.shape == (3, 3, 3, IMAGE_SIZE, IMAGE_SIZE)
+    # G = 0 at initialisation: the image does not depend on z, so all cells are equal (shared x_T)
+    assert torch.allclose(grid[0, 0], grid[2, 2], atol=1e-5)
+
+
+def test_packaged_configs_match_the_module_signature():
+    accepted = set(inspect.signature(DisDiffModule.__init__).parameters) - {"self"}
+    paths = sorted((PACKAGED_CONFIG_DIR / "disdiff").glob("*-dis.yaml"))
+    names = {p.name for p in paths}
+    for ds in ("shapes3d", "mpi3d", "cars3d", "celeba"):
+        assert {f"{ds}-vq-dis.yaml", f"{ds}-kl-dis.yaml"} <= names
+    assert "shapes3d-synth-vq-small-dis.yaml" in names
+    for path in paths:
+        config = load_configs([path])
+        params = config.model.params
+        assert config.model.target == "disdiff.training.disdiff_module.DisDiffModule"
+        assert set(params) <= accepted, path.name
+        assert params.num_units == 6 and params.unit_dim == 32
+        if path.name.startswith(("shapes3d-vq", "cars3d-vq", "celeba-vq")):
+            assert (params.dis_loss_type, params.dis_weight) == ("Z", 0.05)
+        if path.name.startswith("mpi3d-vq"):
+            assert (params.dis_loss_type, params.dis_weight) == ("Z", 0.01)
+        if "-kl-" in path.name:
+            assert params.dis_loss_type == "IM"
+        if "synth" not in path.name:
+            assert params.encoder_config.width == 128 and params.encoder_config.resolution == 64
