@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
+import typing
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,6 +49,7 @@ def instantiate_from_config(config: Mapping[str, Any] | DictConfig, **extra: Any
         params = OmegaConf.to_container(params, resolve=True)
     cls = get_obj_from_str(str(config["target"]))
     _check_params(cls, dict(params), str(config["target"]))
+    check_param_types(cls, dict(params), str(config["target"]))
     try:
         return cls(**dict(params), **extra)
     except TypeError as exc:
@@ -66,6 +69,62 @@ def _check_params(cls: Any, params: dict[str, Any], target: str) -> None:
     if unknown:
         valid = sorted(name for name, p in accepted.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
         raise ConfigError(f"unknown parameter(s) {unknown} for {target}; valid parameters: {valid}")
+
+
+_SCALARS = (bool, int, float, str, dict, list)
+
+
+def _simple_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types an annotation allows (``int``, ``float | None``, ``dict[str, Any]``, ...), else None."""
+    if hint is type(None):
+        return (type(None),)
+    if hint in _SCALARS:
+        return (hint,)
+    origin = typing.get_origin(hint)
+    if origin in (dict, list):
+        return (origin,)
+    if origin in (typing.Union, types.UnionType):
+        allowed: tuple[type, ...] = ()
+        for arg in typing.get_args(hint):
+            sub = _simple_types(arg)
+            if sub is None:
+                return None
+            allowed += sub
+        return allowed
+    return None
+
+
+def _value_matches(value: Any, allowed: tuple[type, ...]) -> bool:
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    if isinstance(value, float):
+        return float in allowed
+    if isinstance(value, str):
+        return str in allowed
+    if isinstance(value, Mapping):
+        return dict in allowed
+    if isinstance(value, (list, tuple)):
+        return list in allowed
+    return True  # other objects (passed from Python, not YAML) are not checked
+
+
+def check_param_types(cls: Any, params: dict[str, Any], target: str) -> None:
+    """Name a parameter whose value has the wrong type for its plain annotation (int, float, str, bool, ...)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+    except Exception:  # builtins, unresolvable annotations: not checked
+        return
+    for name, value in params.items():
+        if isinstance(value, str) and value == "???":
+            continue  # OmegaConf's "missing": the target says what it needs there
+        allowed = _simple_types(hints[name]) if name in hints else None
+        if allowed is not None and not _value_matches(value, allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ConfigError(f"parameter {name!r} of {target} must be {names}, got {type(value).__name__} {value!r}")
 
 
 def resolve_config_path(path: str | Path) -> Path:

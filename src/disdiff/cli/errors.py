@@ -10,7 +10,8 @@ class UserError(ValueError):
     """Bad command-line input: a wrong option, an output that would overwrite a run, ..."""
 
 
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DatasetError, FileNotFoundError)
+# OSError: a file that cannot be read or written (missing, disk full, no permission), named in the message.
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DatasetError, OSError)
 
 
 def is_user_error(exc: BaseException) -> bool:

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from pathlib import Path
 
 from disdiff.cli.errors import UserError
@@ -55,7 +57,9 @@ def _resolve_resume(resume: str) -> tuple[Path, Path]:
     if path.is_file():
         return path.parent.parent, path
     if path.is_dir():
-        return path, path / "checkpoints" / "last.ckpt"
+        from disdiff.training.checkpoint_io import latest_checkpoint
+
+        return path, latest_checkpoint(path / "checkpoints")
     raise UserError(f"-r/--resume: {resume} is neither a run directory nor a checkpoint file")
 
 
@@ -98,7 +102,8 @@ def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("disdiff.train")
     # Heavy imports only once a training run is really starting.
-    from disdiff.training.run import RunDirectory, default_run_name, train
+    from disdiff.training.callbacks import NonFiniteLossError
+    from disdiff.training.run import RunDirectory, is_primary_process, launcher_world_size, train
 
     # "-b a.yaml b.yaml key=value": argparse hands the dotlist to -b; move it where it belongs.
     args.overrides = [*[b for b in args.base if "=" in b], *args.overrides]
@@ -119,13 +124,58 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.base:
             raise UserError("give at least one config with -b CONFIG.yaml (or resume a run with -r)")
         config = load_configs(args.base, args.overrides)
-        run_path = Path(args.run_dir) if args.run_dir else Path(args.logdir) / default_run_name(args.base, args.name, args.postfix)
+        run_path = Path(args.run_dir) if args.run_dir else _shared_run_dir(args, launcher_world_size())
         run = RunDirectory(run_path)
-        if run.holds_run() and run.last_checkpoint.is_file() and not args.overwrite:
+        if is_primary_process() and run.holds_run() and run.last_checkpoint.is_file() and not args.overwrite:
             raise UserError(f"run directory {run_path} already holds a run; resume it with -r {run_path} or pass --overwrite")
 
     apply_dis_flags(config, args.dis_loss_type, args.dis_weight, log)
-    train(config, run, seed=args.seed, resume_ckpt=resume_ckpt, scale_lr=args.scale_lr, overwrite=args.overwrite,
-          trainer_overrides=_trainer_overrides(args))
+    # The processes Lightning starts for DDP run this same command again: they find the run
+    # directory chosen here in the environment they inherit.
+    previous = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = json.dumps({"key": _run_key(args), "run_dir": str(run.path)})
+    try:
+        train(config, run, seed=args.seed, resume_ckpt=resume_ckpt, scale_lr=args.scale_lr, overwrite=args.overwrite,
+              trainer_overrides=_trainer_overrides(args), resume=bool(args.resume))
+    except NonFiniteLossError as exc:
+        last = run.last_checkpoint
+        kept = f"; last good checkpoint: {last}" if last.is_file() else "; no checkpoint had been written yet"
+        raise TrainingStopped(f"{exc}{kept}") from exc
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous
     print(f"run directory: {run.path}")
     return 0
+
+
+RUN_DIR_ENV = "DISDIFF_DDP_RUN_DIR"
+
+
+class TrainingStopped(UserError):
+    """Training stopped on a non-finite loss (reported in one line, exit status 1)."""
+
+
+def _run_key(args: argparse.Namespace) -> str:
+    return json.dumps([args.base, args.overrides, args.name, args.postfix, args.logdir])
+
+
+def _shared_run_dir(args: argparse.Namespace, world_size: int) -> Path:
+    """The new run's directory when --run-dir is not given: ``<logdir>/<time>_<name>``.
+
+    A process started by Lightning's DDP launcher takes the directory its rank-0 parent chose. A
+    job whose processes are all started by torchrun or SLURM has no parent to agree with (each
+    would stamp its own time), so it must name the directory with --run-dir.
+    """
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited:
+        record = json.loads(inherited)
+        if record.get("key") == _run_key(args):
+            return Path(record["run_dir"])
+    if world_size > 1 or int(os.environ.get("NODE_RANK", "0") or 0) > 0:
+        raise UserError("this is one of several processes started by a launcher (torchrun, srun, or one command per "
+                        "machine): give every one the same run directory with --run-dir DIR (or resume with -r DIR)")
+    from disdiff.training.run import default_run_name
+
+    return Path(args.logdir) / default_run_name(args.base, args.name, args.postfix)

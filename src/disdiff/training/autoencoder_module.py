@@ -76,7 +76,7 @@ class AutoencoderModule(L.LightningModule):
             self.log(key, value, prog_bar=key in prog_bar_keys, **kwargs)
 
     # -- training ------------------------------------------------------------------------------
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)
         opt_g, opt_d = self.optimizers()
         step = self.batch_step
@@ -99,6 +99,7 @@ class AutoencoderModule(L.LightningModule):
         main = {"train/rec_loss", "train/total_loss", "train/disc_loss", "train/g_loss"}
         self._log_scalars(log_g, main, on_step=True, on_epoch=False, batch_size=bs)
         self._log_scalars(log_d, main, on_step=True, on_epoch=False, batch_size=bs)
+        return ae_loss.detach()  # seen by callbacks (e.g. the non-finite loss guard) as outputs["loss"]
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x = self.get_input(batch)

@@ -75,16 +75,39 @@ class FiniteLossGuard(pl.Callback):
     last good one: nothing is saved after the bad step.
     """
 
+    _step = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._step = trainer.global_step  # the step the loss is logged at (global_step moves on after optimizer.step)
+
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        if not math.isfinite(value):
+        value = math.nan if loss is None else float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        bad = loss is not None and not math.isfinite(value)
+        # Under DDP every rank must stop together (a rank left waiting in the next all-reduce would hang).
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            where = f"({value})" if loss is not None and not math.isfinite(value) else "(on another process)"
             raise NonFiniteLossError(
-                f"non-finite training loss ({value}) at global step {trainer.global_step} (batch {batch_idx}); "
-                "training stopped, the last checkpoint on disk is the last good one"
+                f"non-finite training loss {where} at global step {self._step} (epoch {trainer.current_epoch}, "
+                f"batch {batch_idx}); training stopped, nothing was saved after this step"
             )
+
+
+class SyncBuffersFromRankZero(pl.Callback):
+    """At the end of training under DDP, give every rank rank 0's buffers.
+
+    DDP copies rank 0's buffers to the other ranks at the start of every forward pass, but the last
+    forward updates BatchNorm running statistics (the image encoder's) from each rank's own batch.
+    Rank 0's state is the one saved; after this every rank holds exactly that state.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
 
 
 class FinalCheckpoint(pl.Callback):
@@ -102,5 +125,5 @@ class FinalCheckpoint(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         step_path = self.checkpoint_dir / f"step={trainer.global_step:08d}.ckpt"
         if not step_path.exists():
-            trainer.save_checkpoint(step_path)
-        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt")
+            trainer.save_checkpoint(step_path, weights_only=False)
+        trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt", weights_only=False)

@@ -170,7 +170,14 @@ class DisDiffModule(pl.LightningModule):
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
         )
-        self.encoder = self._build_encoder(encoder_config, stage2["first_stage_config"])
+        try:
+            self.encoder = self._build_encoder(encoder_config, stage2["first_stage_config"])
+        except ConfigError as exc:
+            if not stage2.get("source"):
+                raise
+            latent = f"{int(unet.in_channels)}x{int(unet.image_size)}x{int(unet.image_size)}"
+            raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
+                              f"stage-3 config: {exc}") from exc
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
         # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
         # does not require grad; the encoder is never averaged, spec 1.3).

@@ -135,6 +135,15 @@ class LatentDiffusionModule(pl.LightningModule):
             raise ConfigError(
                 f"unet in_channels={unet_in} does not match the first stage's latent_channels={fs_ch}"
             )
+        from disdiff.models.autoencoder import latent_shape_of
+
+        latent = latent_shape_of(first_stage_config)
+        unet_size = getattr(self.unet, "image_size", None)
+        if latent is not None and unet_size is not None and int(unet_size) != latent[1]:
+            raise ConfigError(
+                f"unet_config image_size={unet_size} but the first stage makes latents {'x'.join(map(str, latent))} "
+                f"(first_stage_config); set unet_config.params.image_size={latent[1]}"
+            )
 
     # -- modes ----------------------------------------------------------------------------------
     def _freeze_first_stage(self) -> None:
@@ -326,10 +335,12 @@ def load_pretrained_ldm(ckpt_path: str | Path, use_ema: bool = True, map_locatio
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"stage-2 (LDM) checkpoint {str(path)!r} not found")
+    from disdiff.training.checkpoint_io import load_checkpoint_file
+
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"cannot read stage-2 checkpoint {str(path)!r} (loaded with weights_only=True): {exc}") from exc
+        ckpt = load_checkpoint_file(path, map_location=map_location)  # torch.load(weights_only=True)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot read stage-2 checkpoint {str(path)!r}: {exc}") from exc
     hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if (
@@ -375,10 +386,14 @@ def load_pretrained_ldm(ckpt_path: str | Path, use_ema: bool = True, map_locatio
         from disdiff.models.autoencoder import freeze_first_stage
 
         first_stage = freeze_first_stage(first_stage)
-    else:  # pragma: no cover - checkpoints written by this module always hold the first stage
+    else:  # checkpoints written by this module always hold the first stage; others name its file
         from disdiff.models.autoencoder import load_first_stage
 
-        first_stage = load_first_stage(first_stage_config, hp.get("first_stage_ckpt"))
+        try:
+            first_stage = load_first_stage(first_stage_config, hp.get("first_stage_ckpt"))
+        except ConfigError as exc:
+            raise ConfigError(f"stage-2 checkpoint {str(path)!r} holds no first-stage weights, and its stage-1 "
+                              f"checkpoint cannot be used: {exc}") from exc
 
     schedule_config = {
         k: hp[k] for k in ("timesteps", "beta_schedule", "linear_start", "linear_end") if k in hp

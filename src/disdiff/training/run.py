@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -30,8 +31,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from disdiff.config import ConfigError, instantiate_from_config
-from disdiff.training.callbacks import FinalCheckpoint, FiniteLossGuard, ImageLogger
+from disdiff.config import ConfigError, check_param_types, instantiate_from_config
+from disdiff.training.callbacks import FinalCheckpoint, FiniteLossGuard, ImageLogger, SyncBuffersFromRankZero
 from disdiff.training.checkpoint_io import AtomicCheckpointIO
 from disdiff.utils.io import atomic_write_json, atomic_write_text
 
@@ -54,6 +55,10 @@ def _check_keys(block: Any, valid: set[str], where: str) -> None:
         raise ConfigError(f"unknown config key(s) {', '.join(f'{where}.{k}' for k in unknown)}; valid keys of {where!r}: {sorted(valid)}")
 
 
+def _plain_block(block: Any) -> dict:
+    return OmegaConf.to_container(block, resolve=True) if isinstance(block, DictConfig) else dict(block or {})
+
+
 def validate_config(config: DictConfig) -> None:
     """Reject unknown keys at the levels the train command itself reads (others are checked on build)."""
     _check_keys(config, TOP_LEVEL_KEYS, "<root>")
@@ -69,6 +74,12 @@ def validate_config(config: DictConfig) -> None:
     trainer_cfg = lightning_cfg.get("trainer") or {}
     trainer_params = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
     _check_keys(trainer_cfg, trainer_params, "lightning.trainer")
+    # Types of the values the train command hands on (plain annotations: int, bool, float, ...).
+    check_param_types(pl.Trainer, _plain_block(trainer_cfg), "lightning.trainer")
+    check_param_types(ImageLogger, _plain_block(lightning_cfg.get("image_logger")), "lightning.image_logger")
+    every = _plain_block(lightning_cfg.get("checkpoint")).get("every_n_train_steps", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(f"lightning.checkpoint.every_n_train_steps must be an int >= 0 (0: no periodic checkpoints), got {every!r}")
     base_lr = config.model.get("base_learning_rate", None)
     if base_lr is not None and not isinstance(base_lr, (int, float)):
         raise ConfigError(f"model.base_learning_rate must be a number, got {base_lr!r}")
@@ -105,7 +116,9 @@ def _count_devices(trainer_cfg: dict) -> int:
     if isinstance(devices, int):
         return max(devices, 1) if devices != -1 else max(torch.cuda.device_count(), 1)
     if isinstance(devices, str):
-        return len([d for d in devices.split(",") if d.strip()]) if "," in devices else max(int(devices), 1)
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        return max(torch.cuda.device_count(), 1) if int(devices) == -1 else max(int(devices), 1)
     return len(devices)
 
 
@@ -133,22 +146,29 @@ class RunDirectory:
     def saved_config(self) -> DictConfig:
         return OmegaConf.load(self.config_path)
 
-    def prepare(self, config: DictConfig, resume: bool, overwrite: bool) -> None:
-        """Refuse to mix two different runs in one directory, unless told to resume or overwrite."""
-        if self.holds_run() and not resume:
-            if not overwrite:
-                same = OmegaConf.to_yaml(self.saved_config()) == OmegaConf.to_yaml(config)
-                what = "the same config" if same else "a different config"
-                raise ConfigError(
-                    f"run directory {self.path} already holds a run ({what}); pass -r/--resume {self.path} to continue it "
-                    "or --overwrite to replace it"
-                )
-            for sub in ("checkpoints", "logs", "tensorboard", "images", "representations", "metrics"):
-                shutil.rmtree(self.path / sub, ignore_errors=True)
+    def check(self, config: DictConfig, resume: bool, overwrite: bool) -> None:
+        """Refuse to mix two different runs in one directory, unless told to resume or overwrite (writes nothing)."""
+        if self.holds_run() and not resume and not overwrite:
+            same = OmegaConf.to_yaml(self.saved_config()) == OmegaConf.to_yaml(config)
+            what = "the same config" if same else "a different config"
+            raise ConfigError(
+                f"run directory {self.path} already holds a run ({what}); pass -r/--resume {self.path} to continue it "
+                "or --overwrite to replace it"
+            )
         if not self.holds_run() and self.path.exists() and any(self.path.iterdir()) and not (resume or overwrite):
             raise ConfigError(f"output directory {self.path} exists and is not empty, and holds no disdiff run; choose another -l/--logdir or name")
+
+    def prepare(self, config: DictConfig, resume: bool, overwrite: bool) -> None:
+        """:meth:`check`, then create the directory and write the config (clearing an overwritten run)."""
+        self.check(config, resume, overwrite)
+        if self.holds_run() and not resume:
+            for sub in ("checkpoints", "logs", "tensorboard", "images", "representations", "metrics"):
+                shutil.rmtree(self.path / sub, ignore_errors=True)
         (self.path / "configs").mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # Temporaries of writes interrupted by a kill (see disdiff.utils.io.atomic_path) are never valid files.
+        for stale in self.checkpoint_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         atomic_write_text(self.config_path, OmegaConf.to_yaml(config))
 
 
@@ -181,6 +201,7 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
             save_last=True,
         ),
         ImageLogger(run.path / "images" / "train", **image_cfg),
+        SyncBuffersFromRankZero(),
         FinalCheckpoint(run.checkpoint_dir),
         LearningRateMonitor(logging_interval="step"),
         *(extra_callbacks or []),
@@ -225,6 +246,73 @@ def build_model_and_data(config: DictConfig) -> tuple[pl.LightningModule, pl.Lig
     return model, data
 
 
+# ---------------------------------------------------------------------------------------------
+# several processes (DDP): which one is rank 0, how many were started by a launcher
+# ---------------------------------------------------------------------------------------------
+def launcher_world_size() -> int:
+    """Number of processes a launcher (Lightning's own, torchrun, SLURM srun) says this job has; 1 if none."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
+        return int(os.environ["SLURM_NTASKS"])
+    return 1
+
+
+def is_primary_process() -> bool:
+    """False in the processes of a multi-process job other than global rank 0.
+
+    Read from the launcher's environment (``RANK`` from torchrun; ``LOCAL_RANK``/``NODE_RANK`` from
+    Lightning's launcher; ``SLURM_PROCID`` under srun), so that it is known before the Trainer exists.
+    Only the primary process checks and writes the run directory.
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if "LOCAL_RANK" in env:
+        return int(env["LOCAL_RANK"]) == 0 and int(env.get("NODE_RANK", env.get("GROUP_RANK", 0))) == 0
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
+        return int(env["SLURM_PROCID"]) == 0
+    return True
+
+
+def _image_geometry_of_model(model: pl.LightningModule) -> tuple[tuple[int, int, int] | None, str]:
+    """((C, H, W), where it comes from) of the images ``model`` is built for, if it records them."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and hasattr(encoder, "in_channels") and hasattr(encoder, "resolution"):
+        h, w = (encoder.resolution, encoder.resolution) if isinstance(encoder.resolution, int) else encoder.resolution
+        return (int(encoder.in_channels), int(h), int(w)), "model.params.encoder_config (resolution, in_channels)"
+    hp = dict(getattr(model, "hparams", {}) or {})
+    for key, where in (("first_stage_config", "model.params.first_stage_config.params.ddconfig"),
+                       ("autoencoder_config", "model.params.autoencoder_config.params.ddconfig")):
+        block = hp.get(key) or {}
+        dd = ((block.get("params") or {}).get("ddconfig") or {}) if isinstance(block, dict) else {}
+        if dd.get("resolution") is not None and dd.get("in_channels") is not None:
+            res = int(dd["resolution"])
+            return (int(dd["in_channels"]), res, res), f"{where} (resolution, in_channels)"
+    return None, ""
+
+
+def check_data_geometry(model: pl.LightningModule, data: pl.LightningDataModule) -> None:
+    """The dataset's images must have the size and channels the model was configured for.
+
+    The convolutional networks would otherwise run on other sizes without complaint and train a
+    model whose latents do not fit its UNet or encoder.
+    """
+    expected, where = _image_geometry_of_model(model)
+    dataset = getattr(data, "dataset", None)  # opens the dataset: a missing or corrupt file fails here
+    shape = getattr(dataset, "image_shape", None)
+    if expected is None or shape is None:
+        return
+    h, w, c = (int(v) for v in shape)
+    if (c, h, w) != expected:
+        name = getattr(data, "dataset_name", type(dataset).__name__)
+        raise ConfigError(
+            f"the training images of dataset {name!r} are {h}x{w} with {c} channel(s), but the model is configured "
+            f"for {expected[1]}x{expected[2]} with {expected[0]} channel(s) ({where}); change "
+            "data.params.dataset_options (e.g. resolution) or the model config so that they agree"
+        )
+
+
 def train(
     config: DictConfig,
     run: RunDirectory,
@@ -236,15 +324,28 @@ def train(
     trainer_overrides: dict | None = None,
     extra_callbacks: list[pl.Callback] | None = None,
     argv: list[str] | None = None,
+    resume: bool | None = None,
 ) -> pl.Trainer:
-    """Validate ``config``, prepare ``run``, build model, data and trainer, and fit.
+    """Validate ``config``, build model, data and trainer, prepare ``run``, and fit.
 
+    ``resume`` (default: whether ``resume_ckpt`` is given) continues the run already in ``run``;
+    it is True without a checkpoint when a resumed run had not saved one yet.
+
+    Everything that can be wrong with the config, the checkpoints it names or the dataset is
+    checked before the run directory is written, so a bad start leaves no half-made run. Under
+    several processes only the primary one (global rank 0) checks and writes the run directory.
     This is what ``disdiff train`` runs; the quickstart calls it directly.
     """
     validate_config(config)
-    run.prepare(config, resume=resume_ckpt is not None, overwrite=overwrite)
+    resume = resume_ckpt is not None if resume is None else bool(resume)
+    primary = is_primary_process()
+    if primary:
+        run.check(config, resume=resume, overwrite=overwrite)
     pl.seed_everything(seed, workers=True)
     model, data = build_model_and_data(config)
+    check_data_geometry(model, data)
+    if primary:
+        run.prepare(config, resume=resume, overwrite=overwrite)
 
     trainer_cfg = OmegaConf.to_container(config.get("lightning", {}).get("trainer", {}) or {}, resolve=True)
     trainer_cfg.update(trainer_overrides or {})

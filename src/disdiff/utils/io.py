@@ -31,9 +31,15 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and str(target) not in str(exc):
+            # Name the file the caller meant to write (disk full, read-only, ...); the old one is untouched.
+            reason = exc.strerror or str(exc)
+            if exc.errno is None:
+                raise OSError(f"cannot write {target}: {reason}") from exc
+            raise OSError(exc.errno, f"cannot write {target}: {reason}") from exc
         raise
 
 
