@@ -22,11 +22,20 @@ from disdiff.utils.io import atomic_path, atomic_write_text  # noqa: E402
 
 
 def read_training_log(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Series ``name -> [(step, value), ...]`` from a run's ``logs/metrics.csv`` (empty if absent)."""
-    path = Path(run_dir) / "logs" / "metrics.csv"
+    """Series ``name -> [(step, value), ...]`` from a run's CSV logs (empty if absent).
+
+    A resumed run has its earlier segments in ``logs/metrics.partK.csv``; they are read first.
+    """
+    logs = Path(run_dir) / "logs"
+    parts = sorted(logs.glob("metrics.part*.csv"), key=lambda p: int(p.stem.split("part")[-1]))
     series: dict[str, list[tuple[int, float]]] = {}
-    if not path.is_file():
-        return series
+    for path in [*parts, logs / "metrics.csv"]:
+        if path.is_file():
+            _read_csv_into(path, series)
+    return series
+
+
+def _read_csv_into(path: Path, series: dict[str, list[tuple[int, float]]]) -> None:
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             step = row.get("step")
@@ -41,7 +50,6 @@ def read_training_log(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]
                     continue
                 if math.isfinite(number):
                     series.setdefault(key, []).append((int(float(step)), number))
-    return series
 
 
 def plot_series(series: dict[str, list[tuple[int, float]]], keys: list[str], title: str, path: str | Path,

@@ -177,6 +177,17 @@ def default_run_name(config_paths: list[str], name: str | None, postfix: str = "
     return f"{time.strftime('%Y-%m-%dT%H-%M-%S')}_{stem}{postfix}"
 
 
+def keep_previous_csv_log(run: RunDirectory) -> None:
+    """Lightning's CSV logger deletes an existing ``metrics.csv``; on resume, keep it as ``metrics.partK.csv``.
+
+    ``disdiff.pipeline.report.read_training_log`` reads the parts in order, then ``metrics.csv``.
+    """
+    current = run.path / "logs" / "metrics.csv"
+    if current.is_file():
+        part = len(list(current.parent.glob("metrics.part*.csv")))
+        current.rename(current.parent / f"metrics.part{part}.csv")
+
+
 def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dict | None = None,
                   extra_callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     lightning_cfg = OmegaConf.to_container(config.get("lightning") or OmegaConf.create(), resolve=True)
@@ -206,8 +217,10 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
         LearningRateMonitor(logging_interval="step"),
         *(extra_callbacks or []),
     ]
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        keep_previous_csv_log(run)  # processes Lightning launches for DDP start after this ran once
     loggers = [
-        CSVLogger(save_dir=str(run.path), name="logs", version=""),
+        CSVLogger(save_dir=str(run.path), name="logs", version=""),  # after keep_previous_csv_log()
         TensorBoardLogger(save_dir=str(run.path), name="tensorboard", version="", default_hp_metric=False),
     ]
     return pl.Trainer(
