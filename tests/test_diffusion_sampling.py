@@ -10,15 +10,6 @@ from disdiff.diffusion.sampling import ddim_sample, ddim_timesteps, ddpm_sample
 from disdiff.diffusion.schedule import DiffusionSchedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny tensor ops on a shared, loaded 2-core machine are far faster single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def sched():
     return DiffusionSchedule()

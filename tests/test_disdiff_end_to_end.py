@@ -35,10 +35,7 @@ def _write(path, config):
 @pytest.fixture(autouse=True)
 def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("DISDIFF_CACHE", str(tmp_path / "cache"))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(n)
 
 
 def test_three_stages_export_evaluate_swap_traverse(tmp_path):

@@ -15,14 +15,6 @@ from disdiff.models.disentangling_loss import (
 from disdiff.models.image_encoder import ImageEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_cross_entropy_targets_are_the_sampled_units():
     torch.manual_seed(0)
     B, N, d = 5, 4, 3

@@ -12,14 +12,6 @@ from disdiff.models.shift_decoder import DisDiffDenoiser, ResBlockShift
 from disdiff.models.unet import ConditionedBlock, EmbedSequential, UNetModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_unet(seed=0):
     torch.manual_seed(seed)
     unet = UNetModel(image_size=8, in_channels=3, model_channels=8, out_channels=3, num_res_blocks=1,

@@ -16,14 +16,6 @@ from disdiff.diffusion.schedule import extract
 from disdiff.training.disdiff_module import DisDiffModule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ldm_ckpt(tmp_path_factory):
     with warnings.catch_warnings():

@@ -10,12 +10,6 @@ from disdiff.training.ldm_module import LatentDiffusionModule
 PUBLISHED = [f"{ds}-{kind}" for ds in ("shapes3d", "mpi3d", "cars3d", "celeba") for kind in ("vq", "kl")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def load(name):

@@ -72,12 +72,6 @@ def loader(scale=1.0):
     return DataLoader(Images(scale=scale), batch_size=4, shuffle=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

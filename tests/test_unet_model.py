@@ -28,12 +28,6 @@ TINY = dict(image_size=8, in_channels=3, model_channels=8, out_channels=3, num_r
             attention_resolutions=[2], channel_mult=[1, 2], num_heads=2, num_groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,16 @@
+"""Shared test settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    # The tests use tiny tensors; on a 2-core machine (shared with other work) one thread is far
+    # faster for them than several, and timing does not depend on what else is running.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
