@@ -64,6 +64,33 @@ def extract_autoencoder_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.startswith("loss.")}
 
 
+def latent_shape_of(config: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """(C, h, w) of the latents a VQ/KL first-stage config makes from its ``ddconfig.resolution`` images."""
+    params = (config or {}).get("params") or {}
+    dd = params.get("ddconfig") or {}
+    if params.get("embed_dim") is None or dd.get("resolution") is None or not dd.get("ch_mult"):
+        return None
+    size = int(dd["resolution"]) // 2 ** (len(dd["ch_mult"]) - 1)
+    return int(params["embed_dim"]), size, size
+
+
+def _check_recorded_geometry(config: Mapping[str, Any], checkpoint: Any, path: Path) -> None:
+    """A stage-1 checkpoint of this package records its config: its images and latents must be the configured ones."""
+    hp = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    recorded = hp.get("autoencoder_config") if isinstance(hp, Mapping) else None
+    if not isinstance(recorded, Mapping):
+        return
+    theirs, ours = latent_shape_of(recorded), latent_shape_of(config)
+    res_theirs = ((recorded.get("params") or {}).get("ddconfig") or {}).get("resolution")
+    res_ours = ((config.get("params") or {}).get("ddconfig") or {}).get("resolution")
+    if theirs is not None and ours is not None and (theirs != ours or res_theirs != res_ours):
+        raise ConfigError(
+            f"first-stage checkpoint {str(path)!r} was trained on {res_theirs}x{res_theirs} images with latents "
+            f"{'x'.join(map(str, theirs))}, but first_stage_config describes {res_ours}x{res_ours} images with latents "
+            f"{'x'.join(map(str, ours))}; use the stage-1 run's own autoencoder config"
+        )
+
+
 def load_first_stage(config: Mapping[str, Any], ckpt_path: str | Path | None) -> nn.Module:
     """Build the autoencoder of a ``target``/``params`` block and load stage-1 weights.
 
@@ -82,12 +109,15 @@ def load_first_stage(config: Mapping[str, Any], ckpt_path: str | Path | None) ->
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"first-stage checkpoint {str(path)!r} not found")
+    from disdiff.training.checkpoint_io import load_checkpoint_file
+
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_checkpoint_file(path)  # torch.load(weights_only=True), one-line errors
         state = extract_autoencoder_state_dict(checkpoint)
     except Exception as exc:
         raise ConfigError(f"cannot read first-stage checkpoint {str(path)!r}: {exc}") from exc
 
+    _check_recorded_geometry(config, checkpoint, path)
     own = model.state_dict()
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs config {tuple(own[k].shape)}"
@@ -104,8 +134,10 @@ def load_first_stage(config: Mapping[str, Any], ckpt_path: str | Path | None) ->
     if unexpected:
         problems.append(f"unexpected keys {unexpected[:8]}" + (" ..." if len(unexpected) > 8 else ""))
     if problems:
+        latent = latent_shape_of(config)
+        made = f" (which makes latents {'x'.join(map(str, latent))})" if latent else ""
         raise ConfigError(
-            f"first-stage checkpoint {str(path)!r} does not match the config {config.get('target')!r}: "
+            f"first-stage checkpoint {str(path)!r} does not match the config {config.get('target')!r}{made}: "
             + " | ".join(problems)
         )
     model.load_state_dict(state, strict=True)

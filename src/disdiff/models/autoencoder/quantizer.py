@@ -9,7 +9,8 @@ from torch import nn
 class VectorQuantizer(nn.Module):
     """Snap each spatial vector of a (B, e_dim, H, W) tensor to its nearest codebook entry.
 
-    * Codebook ``embedding.weight`` of shape (n_e, e_dim), initialised Uniform(-1/n_e, 1/n_e).
+    * Codebook ``embedding.weight`` of shape (n_e, e_dim), initialised Uniform(-1/n_e, 1/n_e)
+      (the published setting); ``init_range=r`` initialises Uniform(-r, r) instead.
     * Assignment by squared L2 distance (ties go to the lowest index).
     * Straight-through estimator ``z_q = z + sg[z_q - z]``.
     * Codebook loss, ``legacy=True`` (the published configs):
@@ -17,14 +18,15 @@ class VectorQuantizer(nn.Module):
       ``legacy=False`` puts beta on the commitment term instead.
     """
 
-    def __init__(self, n_e: int, e_dim: int, beta: float = 0.25, legacy: bool = True):
+    def __init__(self, n_e: int, e_dim: int, beta: float = 0.25, legacy: bool = True, init_range: float | None = None):
         super().__init__()
         self.n_e = int(n_e)
         self.e_dim = int(e_dim)
         self.beta = float(beta)
         self.legacy = bool(legacy)
         self.embedding = nn.Embedding(self.n_e, self.e_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / self.n_e, 1.0 / self.n_e)
+        r = 1.0 / self.n_e if init_range is None else float(init_range)
+        nn.init.uniform_(self.embedding.weight, -r, r)
 
     def nearest_indices(self, z: torch.Tensor) -> torch.Tensor:
         """Indices (B, H, W) of the nearest codebook entries of z (B, e_dim, H, W)."""
