@@ -19,9 +19,11 @@ def test_all_autoencoder_configs_are_listed():
 
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_published_configs(name):
-    cfg = load_configs([f"autoencoder/{name}"]).model
+    full = load_configs([f"autoencoder/{name}"])
+    cfg = full.model
     assert cfg.target == "disdiff.training.autoencoder_module.AutoencoderModule"
-    assert cfg.base_learning_rate == 4.5e-6
+    # The published absolute lr 1.152e-3 (= 2 x 128 x 4.5e-6) at batch 128 without accumulation.
+    assert cfg.base_learning_rate * full.data.params.batch_size == pytest.approx(2 * 128 * 4.5e-6)
     ae_cfg, loss = cfg.params.autoencoder_config, cfg.params.loss_config.params
     dd = ae_cfg.params.ddconfig
     assert (dd.ch, list(dd.ch_mult), dd.num_res_blocks, dd.resolution, dd.num_groups) == (32, [1, 2, 4], 2, 64, 32)
