@@ -47,7 +47,10 @@ def test_published_config_builds_and_requires_first_stage_ckpt():
 def test_small_config():
     cfg = load("shapes3d-synth-vq-small")
     p = cfg.model.params
-    assert OmegaConf.is_missing(p, "first_stage_ckpt") and OmegaConf.is_missing(p, "first_stage_config")
+    assert OmegaConf.is_missing(p, "first_stage_ckpt")
+    # The named first stage is the small stage-1 VQ, and its latents fit the UNet.
+    stage1 = OmegaConf.load(PACKAGED_CONFIG_DIR / "autoencoder" / "shapes3d-synth-vq-f4-small.yaml")
+    assert p.first_stage_config == stage1.model.params.autoencoder_config
     assert p.warmup_steps == 200
     unet = instantiate_from_config(p.unet_config)
     assert unet.in_channels == 3 and unet.image_size == 8
