@@ -21,9 +21,17 @@ def to_uint8_hwc(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return images.transpose(0, 2, 3, 1)
 
 
-def make_grid(images: torch.Tensor | np.ndarray, ncol: int, padding: int = 2, pad_value: int = 255) -> np.ndarray:
-    """Tile (B, C, H, W) images in [-1, 1] row by row into one uint8 (H', W', 3) array."""
+def make_grid(images: torch.Tensor | np.ndarray, ncol: int, padding: int = 2, pad_value: int = 255,
+              min_tile: int = 64) -> np.ndarray:
+    """Tile (B, C, H, W) images in [-1, 1] row by row into one uint8 (H', W', 3) array.
+
+    Tiles smaller than ``min_tile`` pixels are enlarged by an integer factor (nearest neighbour,
+    so no pixel is invented) to stay legible: a 32x32 image becomes a 64x64 tile.
+    """
     tiles = to_uint8_hwc(images)
+    factor = max(1, min_tile // max(tiles.shape[1], 1))
+    if factor > 1:
+        tiles = tiles.repeat(factor, axis=1).repeat(factor, axis=2)
     count, height, width, channels = tiles.shape
     ncol = max(1, min(ncol, count))
     nrow = (count + ncol - 1) // ncol
