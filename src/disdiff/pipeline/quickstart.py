@@ -24,8 +24,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import load_configs
-from disdiff.training.checkpoint_io import latest_checkpoint
 from disdiff.pipeline.progress import PipelineClock, PipelineProgressBar, format_minutes
+from disdiff.training.checkpoint_io import latest_checkpoint
 from disdiff.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,8 @@ class Quickstart:
         atomic_write_json(self.done_marker(stage), {
             "global_step": int(trainer.global_step), "budget_minutes": minutes,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # Lightning's timer holds the training time of all invocations (it is restored on resume).
+            "training_seconds": round(float(_timer_elapsed(trainer)), 1),
         })
 
     def export(self) -> Path:
@@ -208,6 +210,13 @@ class Quickstart:
         paths = self._timed("report", self.report)
         print(f"quickstart finished in {format_minutes(time.monotonic() - started)}: {paths[0]} and {paths[1]}", flush=True)
         return paths
+
+
+def _timer_elapsed(trainer: Any) -> float:
+    from lightning.pytorch.callbacks import Timer
+
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
+    return timers[0].time_elapsed("train") if timers else float("nan")
 
 
 def _check(code: int, what: str) -> None:

@@ -52,11 +52,14 @@ def build_report(quickstart: "Quickstart") -> tuple[Path, Path]:
     for stage in ("autoencoder", "ldm", "disdiff"):
         marker = quickstart.done_marker(stage)
         info = json.loads(marker.read_text()) if marker.is_file() else {}
-        spent = quickstart.timings.get(stage)
+        seconds = info.get("training_seconds")
         rows.append([stage, str(info.get("global_step", "-")), f"{info.get('budget_minutes', 0):.1f}",
-                     format_minutes(spent) if spent is not None else "(earlier run)"])
+                     format_minutes(seconds) if isinstance(seconds, (int, float)) else "-"])
     report.heading("Training")
-    report.table(["stage", "optimizer steps", "budget (min)", "wall time this invocation"], rows)
+    report.table(["stage", "optimizer steps", "budget (min)", "training time"], rows)
+    steps = [f"{name} {format_minutes(sec)}" for name, sec in quickstart.timings.items() if sec >= 1.0]
+    if steps:
+        report.paragraph("Wall time of this invocation: " + ", ".join(steps) + ".")
     for stage, (keys, title) in LOSS_PLOTS.items():
         series = read_training_log(quickstart.stage_dir(stage))
         # Values logged both per step and per epoch are stored as "<key>_step" / "<key>_epoch".
