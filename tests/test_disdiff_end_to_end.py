@@ -110,8 +110,8 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
     assert main(["swap", str(run3), "--indices", "0,5,9", "--steps", "2", "--out", str(swap_png)]) == 0
     for path in (swap_png, tmp_path / "swap_partial.png"):
         w, h = Image.open(path).size
-        assert (w, h) == (4 * 18 + 2, (2 + 3) * 18 + 2)
+        assert (w, h) == (4 * 66 + 2, (2 + 3) * 66 + 2)  # 16 px images drawn as 64 px tiles, 2 px padding
     assert main(["traverse", str(run3), "--index", "3", "--steps", "2", "--values=-1,0,1",
                  "--latents", str(npz)]) == 0
     figures = list((run3 / "figures").glob("traverse-3_step=00000002.png"))
-    assert len(figures) == 1 and Image.open(figures[0]).size == (4 * 18 + 2, 3 * 18 + 2)
+    assert len(figures) == 1 and Image.open(figures[0]).size == (4 * 66 + 2, 3 * 66 + 2)
