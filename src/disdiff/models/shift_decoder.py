@@ -54,10 +54,12 @@ __all__ = ["ResBlockShift", "DisDiffDenoiser", "SharedInput", "UNIT_PASSES", "ch
 UNIT_PASSES = ("auto", "batched", "looped")
 
 #: ``unit_pass="auto"`` on CPU batches the N unit passes while B·N·h·w (rows × latent pixels of one
-#: shift-decoder pass) is at most this; above it the looped passes are faster (measured by
-#: benchmarks/bench_training.py on one core: the small 8×8 model at batch 32 is ~12,000 and gains
-#: from batching, the published 16×16 model at batch 32 is ~49,000 and runs faster looped).
-AUTO_BATCHED_MAX_ROWS_PIXELS = 24576
+#: batched shift-decoder pass) is at most this, and loops over the units above it. Measured on one
+#: core (published 16×16 shift decoder, N = 6, fused attention, shared skip terms; forward +
+#: backward): batched is ~1.2× faster at B = 8, 1.0–1.05× at B = 32, even at B = 64 (= this
+#: limit) and ~1.2× slower at B = 128, where the B·N working set makes it memory-bound; the small
+#: 8×8 model gains ~1.1× per training step at B = 32, and sampling (no gradient, B = 4) ~1.3×.
+AUTO_BATCHED_MAX_ROWS_PIXELS = 98304
 
 
 def choose_unit_pass(unit_pass: str, batch_size: int, num_units: int, latent_pixels: int, device: torch.device | str) -> str:

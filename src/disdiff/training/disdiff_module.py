@@ -39,7 +39,7 @@ from disdiff.models.disentangling_loss import (
     sample_concepts,
 )
 from disdiff.models.image_encoder import ImageEncoder, split_units
-from disdiff.models.shift_decoder import DisDiffDenoiser
+from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,17 @@ class DisDiffModule(pl.LightningModule):
     ``target``/``params`` block of a custom encoder returning ``(B, num_units·unit_dim)``.
     ``stage2`` is filled in automatically (configs and scale factor of the loaded stage 2) and is
     what makes checkpoints self-contained; do not set it in a config.
+
+    Speed switches: ``unit_pass`` (``auto`` | ``batched`` | ``looped``: how the N shift-decoder
+    passes run, same mathematics; see :func:`disdiff.models.shift_decoder.choose_unit_pass`) and
+    ``autocast_bf16`` (default false; changes numerics): the image encoder and the denoiser
+    (frozen UNet and shift decoder) run under bfloat16 autocast in the training loss; the
+    parameters, GroupNorm, attention, the first-stage latents ``z0``, the loss arithmetic and the
+    disentangling-loss path stay float32. ``autocast_bf16_dis_path`` (default false, needs
+    ``autocast_bf16``) also runs that path — the first-stage decoder (its costliest network at
+    64×64) and the re-encoder — in bf16. Its logits compare two re-encodings (δ_k = ‖ẑ_k − ẑ^c_k‖)
+    whose difference bf16 resolves only to about 2⁻⁸ of their size, so it is a separate opt-in.
+    tests/test_speed_options.py bounds both switches' difference to float32.
     """
 
     def __init__(
@@ -115,8 +126,15 @@ class DisDiffModule(pl.LightningModule):
         released_part_convention: bool = False,
         monitor: str | None = None,
         stage2: dict | None = None,
+        unit_pass: str = "auto",
+        autocast_bf16: bool = False,
+        autocast_bf16_dis_path: bool = False,
     ) -> None:
         super().__init__()
+        if unit_pass not in UNIT_PASSES:
+            raise ConfigError(f"unit_pass must be one of {UNIT_PASSES}, got {unit_pass!r}")
+        if autocast_bf16_dis_path and not autocast_bf16:
+            raise ConfigError("autocast_bf16_dis_path: true needs autocast_bf16: true")
         encoder_config = _plain(encoder_config) if encoder_config is not None else {}
         stage2 = _plain(stage2) if stage2 is not None else None
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
@@ -169,6 +187,7 @@ class DisDiffModule(pl.LightningModule):
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
+            unit_pass=unit_pass,
         )
         try:
             self.encoder = self._build_encoder(encoder_config, stage2["first_stage_config"])
@@ -193,6 +212,8 @@ class DisDiffModule(pl.LightningModule):
         self.log_ddim_eta = float(log_ddim_eta)
         self.image_key = image_key
         self.monitor = monitor
+        self.autocast_bf16 = bool(autocast_bf16)
+        self.autocast_bf16_dis_path = bool(autocast_bf16_dis_path)
 
         unet_in = int(unet.in_channels)
         fs_ch = getattr(first_stage, "latent_channels", None)
@@ -262,6 +283,18 @@ class DisDiffModule(pl.LightningModule):
         return split_units(self.encoder(x), self.num_units)
 
     # -- losses ---------------------------------------------------------------------------------
+    def _autocast(self):
+        """bfloat16 autocast on this module's device when ``autocast_bf16`` (else a no-op context)."""
+        return torch.autocast(device_type=self.scale_factor.device.type, dtype=torch.bfloat16,
+                              enabled=self.autocast_bf16)
+
+    def _dis_path(self, fn, *args, **kwargs) -> torch.Tensor:
+        """A network call of the disentangling loss: float32, or bf16 autocast with ``autocast_bf16_dis_path``."""
+        if not (self.autocast_bf16 and self.autocast_bf16_dis_path):
+            return fn(*args, **kwargs)
+        with self._autocast():
+            return fn(*args, **kwargs).float()
+
     def compute_losses(
         self,
         x: torch.Tensor,
@@ -274,7 +307,8 @@ class DisDiffModule(pl.LightningModule):
         B = x.shape[0]
         device = x.device
         z0 = self.encode_images(x)
-        z = self.encode_representation(x)
+        with self._autocast():
+            z = self.encode_representation(x).float()
         if t is None:
             if generator is None:
                 t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
@@ -289,7 +323,9 @@ class DisDiffModule(pl.LightningModule):
         if concept is None:
             concept = sample_concepts(B, self.num_units, generator, device)
         z_t = q_sample(self.schedule, z0, t, noise)
-        pred, fields = self.denoiser(z_t, t, z)
+        with self._autocast():
+            pred, fields = self.denoiser(z_t, t, z)
+        pred, fields = pred.float(), fields.float()
         out_grad = fields.sum(dim=1)
         shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
         eps_hat = pred + shift_coef * out_grad
@@ -303,8 +339,8 @@ class DisDiffModule(pl.LightningModule):
             sub_grad = fields[torch.arange(B, device=device), concept]
             dis = disentangling_loss(
                 schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
-                decode=lambda lat: self.decode_latents(lat, quantize=False),
-                reencode=lambda images: self.reencoder(self.encoder, images),
+                decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
+                reencode=lambda images: self._dis_path(self.reencoder, self.encoder, images),
                 loss_type=self.dis_loss_type, dis_weight=self.dis_weight,
             )
             loss_dis = dis.loss.mean()

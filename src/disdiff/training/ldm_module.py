@@ -70,6 +70,11 @@ class LatentDiffusionModule(pl.LightningModule):
     a checkpoint, ``scale_factor`` still 1) set ``scale_factor = 1/std(z)`` over all elements of
     the batch's latents, computed from statistics all-reduced across ranks so that every rank holds
     the same value. A ``scale_factor`` other than 1 given in the config is kept as is.
+
+    ``autocast_bf16`` (speed switch, default false; changes numerics): the UNet pass of the
+    training/validation loss runs under bfloat16 autocast (parameters, GroupNorm, attention, the
+    latents and the loss arithmetic stay float32; sampling is unaffected). tests/test_speed_options.py
+    bounds the difference to float32.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class LatentDiffusionModule(pl.LightningModule):
         log_ddim_steps: int = 50,
         learning_rate: float = 2e-6,
         monitor: str | None = None,
+        autocast_bf16: bool = False,
     ) -> None:
         super().__init__()
         unet_config = _plain(unet_config)
@@ -128,6 +134,7 @@ class LatentDiffusionModule(pl.LightningModule):
         self.learning_rate = float(learning_rate)
         self.monitor = monitor
         self._restored = False
+        self.autocast_bf16 = bool(autocast_bf16)
 
         unet_in = getattr(self.unet, "in_channels", None)
         fs_ch = getattr(self.first_stage, "latent_channels", None)
@@ -226,7 +233,9 @@ class LatentDiffusionModule(pl.LightningModule):
             else:
                 noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         z_t = q_sample(self.schedule, z0, t, noise)
-        eps = self.unet(z_t, t)
+        with torch.autocast(device_type=z_t.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            eps = self.unet(z_t, t)
+        eps = eps.float()
         diff = noise - eps
         per_elem = diff.abs() if self.loss_type == "l1" else diff * diff
         return per_elem.flatten(1).mean(1), t
