@@ -40,6 +40,7 @@ from disdiff.models.disentangling_loss import (
 )
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
+from disdiff.training.batches import images_from_batch
 
 log = logging.getLogger(__name__)
 
@@ -255,13 +256,7 @@ class DisDiffModule(pl.LightningModule):
 
     # -- inputs and latents ---------------------------------------------------------------------
     def get_input(self, batch: Any) -> torch.Tensor:
-        if isinstance(batch, Mapping):
-            x = batch[self.image_key]
-        elif isinstance(batch, (list, tuple)):
-            x = batch[0]
-        else:
-            x = batch
-        return x.to(memory_format=torch.contiguous_format).float()
+        return images_from_batch(batch, self.image_key)
 
     @torch.no_grad()
     def encode_images(self, x: torch.Tensor) -> torch.Tensor:

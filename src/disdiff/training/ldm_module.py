@@ -21,6 +21,7 @@ from disdiff.diffusion.ema import EMA
 from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.sampling import ddim_sample
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
+from disdiff.training.batches import images_from_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,7 @@ class LatentDiffusionModule(pl.LightningModule):
 
     # -- latents --------------------------------------------------------------------------------
     def get_input(self, batch: Any) -> torch.Tensor:
-        """The image tensor (B, C, H, W) in [-1, 1] of a batch dict (or (image, ...) tuple, or tensor)."""
-        if isinstance(batch, Mapping):
-            x = batch[self.image_key]
-        elif isinstance(batch, (list, tuple)):
-            x = batch[0]
-        else:
-            x = batch
-        return x.to(memory_format=torch.contiguous_format).float()
+        return images_from_batch(batch, self.image_key)
 
     @torch.no_grad()
     def encode_first_stage(self, x: torch.Tensor) -> torch.Tensor:
