@@ -58,7 +58,8 @@ UNIT_PASSES = ("auto", "batched", "looped")
 #: core (published 16×16 shift decoder, N = 6, fused attention, shared skip terms; forward +
 #: backward): batched is ~1.2× faster at B = 8, 1.0–1.05× at B = 32, even at B = 64 (= this
 #: limit) and ~1.2× slower at B = 128, where the B·N working set makes it memory-bound; the small
-#: 8×8 model gains ~1.1× per training step at B = 32, and sampling (no gradient, B = 4) ~1.3×.
+#: 8×8 model's shift decoder gains ~1.2× at B = 32, and sampling (forward only, published, B = 4)
+#: ~1.3×. Whole training steps at B = 32 are equal within noise (benchmarks/README.md).
 AUTO_BATCHED_MAX_ROWS_PIXELS = 98304
 
 
