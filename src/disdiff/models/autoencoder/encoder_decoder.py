@@ -160,3 +160,28 @@ class Decoder(nn.Module):
         for level in self.up:
             h = level(h)
         return self.conv_out(swish(self.norm_out(h)))
+
+
+class FirstStageContract:
+    """The part of the first-stage contract (docs/INTERFACES.md) that VQ and KL models share.
+
+    Mixed into ``VQModel`` and ``AutoencoderKL``, which set ``embed_dim``, ``ddconfig`` and ``decoder``.
+    """
+
+    embed_dim: int
+    ddconfig: dict
+    decoder: Decoder
+
+    @property
+    def latent_channels(self) -> int:
+        return self.embed_dim
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.ddconfig.get("ch_mult", (1, 2, 4))) - 1)
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's final conv weight (the adaptive GAN weight's reference layer)."""
+        return self.decoder.conv_out.weight
+

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .encoder_decoder import Decoder, Encoder
+from .encoder_decoder import Decoder, Encoder, FirstStageContract
 from .vq import _plain_ddconfig
 
 
@@ -45,7 +45,7 @@ class DiagonalGaussianDistribution:
         )
 
 
-class AutoencoderKL(nn.Module):
+class AutoencoderKL(FirstStageContract, nn.Module):
     """encoder (2*z_channels out) -> quant_conv -> posterior -> sample -> post_quant_conv -> decoder."""
 
     def __init__(self, ddconfig: Mapping[str, Any], embed_dim: int):
@@ -60,18 +60,6 @@ class AutoencoderKL(nn.Module):
         self.decoder = Decoder(**ddconfig)
         self.quant_conv = nn.Conv2d(2 * z_channels, 2 * self.embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(self.embed_dim, z_channels, kernel_size=1)
-
-    @property
-    def latent_channels(self) -> int:
-        return self.embed_dim
-
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.ddconfig.get("ch_mult", (1, 2, 4))) - 1)
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        return self.decoder.conv_out.weight
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         return DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .encoder_decoder import Decoder, Encoder
+from .encoder_decoder import Decoder, Encoder, FirstStageContract
 from .quantizer import VectorQuantizer
 
 
@@ -22,7 +22,7 @@ def _plain_ddconfig(ddconfig: Mapping[str, Any]) -> dict:
     return dict(ddconfig)
 
 
-class VQModel(nn.Module):
+class VQModel(FirstStageContract, nn.Module):
     """Vector-quantised autoencoder.
 
     ``codebook_init_range`` (default None: Uniform(-1/n_embed, 1/n_embed), as published) widens
@@ -58,19 +58,6 @@ class VQModel(nn.Module):
         )
         self.quant_conv = nn.Conv2d(z_channels, self.embed_dim, kernel_size=1)
         self.post_quant_conv = nn.Conv2d(self.embed_dim, z_channels, kernel_size=1)
-
-    # -- contract -----------------------------------------------------------------------------
-    @property
-    def latent_channels(self) -> int:
-        return self.embed_dim
-
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.ddconfig.get("ch_mult", (1, 2, 4))) - 1)
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        return self.decoder.conv_out.weight
 
     def encode_to_latent(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-quantisation latent ``quant_conv(encoder(x))``."""
