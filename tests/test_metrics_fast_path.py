@@ -75,3 +75,16 @@ def test_parallel_tree_fits_equal_sequential(lookup):
     one = METRICS["dci"].compute(view, lookup, 0, n_jobs=1, **SMALL["dci"])
     two = METRICS["dci"].compute(view, lookup, 0, n_jobs=2, **SMALL["dci"])
     assert one == two
+
+
+def test_protocol_overlapping_dci_equals_sequential(lookup):
+    """With n_jobs > 1, DCI runs in a background thread beside the other metrics: same scores."""
+    from disdiff.evaluation.protocol import DatasetInfo, score_representation
+
+    info = DatasetInfo("grid", int(np.prod(SIZES)), factor_names=Grid.factor_names, factor_sizes=SIZES)
+    representation = lookup(np.arange(int(np.prod(SIZES))))
+    metrics = ["beta_vae", "factor_vae", "dci", "mig"]
+    sequential, _ = score_representation(representation, info, metrics, SMALL, seed=0, n_jobs=1)
+    overlapped, seconds = score_representation(representation, info, metrics, SMALL, seed=0, n_jobs=2)
+    assert overlapped == sequential
+    assert set(seconds) == set(metrics)

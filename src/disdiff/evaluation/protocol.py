@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -136,31 +137,47 @@ class DatasetInfo:
 def score_representation(representation: np.ndarray, info: DatasetInfo, metrics: Iterable[str],
                          settings: Mapping[str, Mapping[str, Any]] | None = None, seed: int = 0,
                          n_jobs: int = 1) -> tuple[dict[str, dict], dict[str, float]]:
-    """Scores of a reduced representation (M, J) and the seconds each metric took."""
+    """Scores of a reduced representation (M, J) and the seconds each metric took.
+
+    With ``n_jobs != 1`` DCI (whose tree fits are most of the work) starts first in a background
+    thread, with ``n_jobs`` parallel fits, and the other metrics run meanwhile in this thread. Each
+    metric has its own ``RandomState(seed)`` and only reads the representation, so the values do
+    not depend on the schedule; the seconds of overlapping metrics then overlap too.
+    """
     metrics = list(metrics)
     settings = resolve_settings(metrics, settings)
-    scores: dict[str, dict] = {}
-    seconds: dict[str, float] = {}
     if representation.shape[0] != info.num_images:
         raise MetricError(f"representation has {representation.shape[0]} rows, dataset {info.label} {info.num_images}")
     view = IndexObservations(info.factor_sizes, info.factor_names, info.label) if info.is_factor_grid else None
     lookup = LatentLookup(representation)
-    for name in metrics:
+
+    def run(name: str) -> tuple[dict, float]:
         start = time.perf_counter()
         options = dict(settings[name])
         if name == "tad":
             if info.attributes is None:
                 raise MetricError("TAD needs a dataset with binary attributes (CelebA)")
-            scores[name] = tad_metric.compute_tad(representation, info.attributes,
-                                                  attribute_names=info.attribute_names or None, **options)
+            result = tad_metric.compute_tad(representation, info.attributes,
+                                            attribute_names=info.attribute_names or None, **options)
         else:
             if view is None:
                 raise MetricError(f"{name} needs a dataset with ground-truth factors; {info.label} has attributes only "
                                   "(use --metrics tad)")
             if name == "dci" and options.get("n_jobs", 1) == 1 and n_jobs != 1:
                 options["n_jobs"] = n_jobs
-            scores[name] = METRICS[name].compute(view, lookup, np.random.RandomState(seed), **options)
-        seconds[name] = round(time.perf_counter() - start, 3)
+            result = METRICS[name].compute(view, lookup, np.random.RandomState(seed), **options)
+        return result, round(time.perf_counter() - start, 3)
+
+    background = None
+    if n_jobs != 1 and "dci" in metrics and len(metrics) > 1 and view is not None:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dci")
+        background = pool.submit(run, "dci")
+        pool.shutdown(wait=False)
+    done = {name: run(name) for name in metrics if not (background is not None and name == "dci")}
+    if background is not None:
+        done["dci"] = background.result()
+    scores = {name: done[name][0] for name in metrics}
+    seconds = {name: done[name][1] for name in metrics}
     return scores, seconds
 
 
