@@ -16,11 +16,16 @@ Stage 3 variants (``--variants``), run in this order:
 * ``reference``: the per-unit Python loop below (:func:`reference_stage3_loss`), built from the
   module's own networks: one frozen UNet pass, then N plain shift-decoder passes over the B
   samples, float32. It is the baseline every other variant is compared with.
-* ``default``: ``DisDiffModule.compute_losses`` as configured (``unit_pass: auto``, skip terms
-  shared between units, fused attention, float32).
-* ``bf16``: the default with ``autocast_bf16: true`` (denoiser and image encoder in bf16).
+* ``fp32``: ``DisDiffModule.compute_losses`` with the config's same-maths settings
+  (``unit_pass: auto``, skip terms shared between units, fused attention) in float32 (both bf16
+  switches off).
+* ``bf16``: ``fp32`` with ``autocast_bf16: true`` (denoiser and image encoder in bf16).
 * ``bf16_all``: ``bf16`` plus ``autocast_bf16_dis_path: true`` (first-stage decoder and
   re-encoder of the disentangling loss in bf16 too).
+
+The published stage-3 configs ship both switches as ``auto`` (bf16 on a CPU with native bf16
+instructions, float32 elsewhere); ``shipped_config`` in the output says which of ``fp32`` /
+``bf16_all`` that resolves to on the machine of the run.
 * ``reference_3d``: the reference with the attention layout of the code before this benchmark
   (see ``attention_3d``), i.e. the original per-unit loop as it ran; speed-ups are also given
   against it.
@@ -43,7 +48,7 @@ speed-up over the reference, FLOPs per step (``FlopCounterMode``, warm-up step) 
 FLOP/s over the float32 matmul peak measured in the same process (before and after the steps;
 the higher of the two), the peak RSS (VmHWM, reset before
 each variant), and the loss and relative gradient error of the first step against the
-``default`` variant (float32) — the numerics check of the speed switches.
+float32 variant (``default`` in stages 1-2, ``fp32`` in stage 3) — the numerics check of the speed switches.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ from common import (  # noqa: E402
     pin_threads,
 )
 
-STAGE3_VARIANTS = ("reference", "default", "bf16", "bf16_all", "reference_3d", "batched", "looped", "no_skip_reuse",
+STAGE3_VARIANTS = ("reference", "fp32", "bf16", "bf16_all", "reference_3d", "batched", "looped", "no_skip_reuse",
                    "attention_3d", "threads2", "fp32_perturbed")
 
 
@@ -294,10 +299,11 @@ def attach_flops(result: dict[str, Any], flops: int | None, peak: dict[str, Any]
         result["flop_rate"] = achieved(flops, result["seconds_median"], result["cpu_seconds_median"], peak)
 
 
-def finish(results: list[dict[str, Any]], *baselines: str) -> None:
-    """Speed-ups against the ``baselines`` and numerics against the ``default`` variant; drop fingerprints."""
+def finish(results: list[dict[str, Any]], *baselines: str, numerics_baseline: str = "default") -> None:
+    """Speed-ups against the ``baselines`` and numerics against the float32 ``numerics_baseline``
+    variant (reported as ``numerics_vs_default``); drop fingerprints."""
     by = {r["variant"]: r for r in results}
-    default = by.get("default")
+    default = by.get(numerics_baseline)
     for r in results:
         for baseline in baselines:
             base = by.get(baseline)
@@ -396,6 +402,9 @@ def bench_stage3(size: str, batch: int, plan: dict[str, tuple[int, int]], peak: 
     """``plan``: variant -> (warm-up steps, timed steps), run in that order."""
     module = build_stage3(size)
     module.train()
+    shipped = {"autocast_bf16": module.autocast_bf16, "autocast_bf16_dis_path": module.autocast_bf16_dis_path,
+               "resolves_to": {(False, False): "fp32", (True, False): "bf16", (True, True): "bf16_all"}[
+                   module.bf16_in_use()]}
     den = module.denoiser
     x = images(size, batch)
     n_steps = max(w + i for w, i in plan.values())
@@ -433,16 +442,16 @@ def bench_stage3(size: str, batch: int, plan: dict[str, tuple[int, int]], peak: 
             context = lambda: _threads(2)  # noqa: E731
         is_reference = name in ("reference", "reference_3d")
         r = run_variant(name, module, initial, loss_fn_reference if is_reference else loss_fn_default, params,
-                        batch, warmup, iters, name in ("reference", "default"), setup=setup, context=context)
+                        batch, warmup, iters, name in ("reference", "fp32"), setup=setup, context=context)
         setup()
         r["unit_pass"] = "looped (plain)" if is_reference else den.resolve_unit_pass(batch, x.device)
         results.append(r)
-    count = next((r.get("flops_per_step") for r in results if r["variant"] == "default"), None)
+    count = next((r.get("flops_per_step") for r in results if r["variant"] == "fp32"), None)
     for r in results:
         attach_flops(r, r.get("flops_per_step") or count, peak)
-    finish(results, "reference", "reference_3d")
+    finish(results, "reference", "reference_3d", numerics_baseline="fp32")
     return {"stage": 3, "size": size, "batch": batch, "num_units": module.num_units,
-            "trainable_parameters": sum(p.numel() for p in params), "auto_unit_pass": auto,
+            "trainable_parameters": sum(p.numel() for p in params), "auto_unit_pass": auto, "shipped_config": shipped,
             "plan": {k: list(v) for k, v in plan.items()}, "variants": results}
 
 
@@ -456,7 +465,7 @@ def stage3_plan(size: str, quick: bool, warmup: int, iters: int, iters_published
             if name == "fp32_perturbed":
                 n = (1, 0)  # numerics only
         else:
-            if quick and name not in ("reference", "default", "bf16", "bf16_all"):
+            if quick and name not in ("reference", "fp32", "bf16", "bf16_all"):
                 continue
             if name in LEVERS:
                 n = (0, 1) if name != "fp32_perturbed" else (1, 0)
@@ -483,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage2-variants", nargs="+", default=["default", "bf16", "attention_3d"],
                         choices=["default", "bf16", "attention_3d"])
     parser.add_argument("--quick", action="store_true",
-                        help="1 timed step per variant; published stage 3: reference, default, bf16, bf16_all only")
+                        help="1 timed step per variant; published stage 3: reference, fp32, bf16, bf16_all only")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
@@ -519,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                              for dtype in ("float32", "bfloat16")}
     best = result["matmul_peak"]["float32"]
     for entry in result["stages"]:
-        count = next((v.get("flops_per_step") for v in entry["variants"] if v["variant"] == "default"), None)
+        count = next((v.get("flops_per_step") for v in entry["variants"] if v["variant"] in ("default", "fp32")), None)
         for v in entry["variants"]:
             attach_flops(v, v.get("flops_per_step") or count, best)
     result["seconds_total"] = round(time.perf_counter() - start, 1)

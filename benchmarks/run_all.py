@@ -92,7 +92,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         targets = {}
         st3 = next((st for st in training["stages"] if st["stage"] == 3 and st["size"] == "published"), None)
         if st3 is not None:
-            for name in ("default", "bf16", "bf16_all"):
+            for name in ("fp32", "bf16", "bf16_all"):
                 v = _variant(st3, name)
                 if v is not None and "speedup_vs_reference" in v:
                     targets[f"stage3_published_{name}_speedup_vs_loop_reference"] = {
@@ -101,10 +101,14 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                     if "speedup_vs_reference_3d" in v:
                         targets[f"stage3_published_{name}_speedup_vs_loop_reference"]["vs_reference_3d"] = {
                             "wall": v["speedup_vs_reference_3d"], "cpu": v["speedup_vs_reference_3d_cpu"]}
+            shipped = st3.get("shipped_config")
+            if shipped is not None:
+                key = f"stage3_published_{shipped['resolves_to']}_speedup_vs_loop_reference"
+                targets["stage3_published_shipped_config"] = {**shipped, "speedup": targets.get(key)}
         for st in training["stages"]:
             if st["size"] != "published" or st["stage"] not in (2, 3):
                 continue
-            for name in ("default", "bf16"):
+            for name in ("default", "fp32", "bf16", "bf16_all"):
                 v = _variant(st, name)
                 if v is not None and "flop_rate" in v:
                     fr = v["flop_rate"]
@@ -112,8 +116,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                         "wall": fr["ratio_to_fp32_peak_wall"], "cpu": fr["ratio_to_fp32_peak_cpu"], "target": 0.5,
                         "met": min(fr["ratio_to_fp32_peak_wall"], fr["ratio_to_fp32_peak_cpu"]) >= 0.5}
         s["peak_rss_mb_published_training"] = {
-            f"stage{st['stage']}": _variant(st, "default")["peak_rss_mb"]
-            for st in training["stages"] if st["size"] == "published" and _variant(st, "default") is not None}
+            f"stage{st['stage']}": {name: _variant(st, name)["peak_rss_mb"] for name in ("default", "fp32", "bf16_all")
+                                   if _variant(st, name) is not None}
+            for st in training["stages"] if st["size"] == "published"}
         s["targets"] = targets
     inference = results.get("inference", {}).get("result")
     if isinstance(inference, dict):

@@ -85,6 +85,64 @@ def test_speed_switches_default_to_the_published_numerics(ldm_ckpt):
     assert make_module(ldm_ckpt, autocast_bf16=True, autocast_bf16_dis_path=True).autocast_bf16_dis_path
 
 
+def test_bf16_auto_is_on_only_on_a_cpu_with_native_bf16(monkeypatch):
+    from disdiff.training import precision
+
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert precision.resolve_bf16("auto", "cpu") is native
+        assert precision.resolve_bf16("auto", "cuda") is False  # accelerators keep float32 unless asked
+        assert precision.resolve_bf16(True, "cuda") is True
+        assert precision.resolve_bf16(False, "cpu") is False
+    assert precision.check_bf16_setting("AUTO", "k") == "auto"
+    with pytest.raises(ValueError, match="autocast_bf16 must be true, false or auto"):
+        precision.check_bf16_setting("sometimes", "autocast_bf16")
+    with pytest.raises(ValueError, match="k must be"):
+        precision.check_bf16_setting(1, "k")
+
+
+def test_bf16_auto_switches_the_module(ldm_ckpt, monkeypatch):
+    from disdiff.training import precision
+
+    with pytest.raises(ConfigError, match="autocast_bf16 must be true, false or auto"):
+        make_module(ldm_ckpt, autocast_bf16="sometimes")
+    with pytest.raises(ConfigError, match="autocast_bf16_dis_path: auto needs autocast_bf16"):
+        make_module(ldm_ckpt, autocast_bf16=False, autocast_bf16_dis_path="auto")
+    m = make_module(ldm_ckpt, autocast_bf16="auto", autocast_bf16_dis_path="auto")
+    assert m.hparams["autocast_bf16"] == "auto"
+    randomize_shift_output(m, std=0.1)
+    m.train()
+    x, t, noise, concept = _stage3_inputs(m)
+    for native in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        assert m.bf16_in_use() == (native, native)
+        seen = []
+        hooks = [m.denoiser.shift_out[-1].register_forward_hook(lambda mod, i, o: seen.append(o.dtype)),
+                 m.first_stage.decoder.conv_out.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))]
+        try:
+            m.compute_losses(x, t=t, noise=noise, concept=concept)
+        finally:
+            for h in hooks:
+                h.remove()
+        expected = torch.bfloat16 if native else torch.float32
+        assert seen == [expected] * 3  # shift decoder, then X and X^c
+
+
+def test_published_stage3_configs_ship_bf16_auto():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import disdiff
+
+    folder = Path(disdiff.__file__).parent / "configs" / "disdiff"
+    published = [p for p in sorted(folder.glob("*-dis.yaml")) if "small" not in p.name]
+    assert len(published) == 8
+    for path in published:
+        params = OmegaConf.load(path).model.params
+        assert params.autocast_bf16 == "auto" and params.autocast_bf16_dis_path == "auto", path.name
+
+
 def _stage3_inputs(m, seed=3):
     x = _images(BATCH)
     g = torch.Generator().manual_seed(seed)

@@ -41,6 +41,7 @@ from disdiff.models.disentangling_loss import (
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
+from disdiff.training.precision import check_bf16_setting, resolve_bf16
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,17 @@ class DisDiffModule(pl.LightningModule):
 
     Speed switches: ``unit_pass`` (``auto`` | ``batched`` | ``looped``: how the N shift-decoder
     passes run, same mathematics; see :func:`disdiff.models.shift_decoder.choose_unit_pass`) and
-    ``autocast_bf16`` (default false; changes numerics): the image encoder and the denoiser
-    (frozen UNet and shift decoder) run under bfloat16 autocast in the training loss; the
-    parameters, GroupNorm, attention, the first-stage latents ``z0``, the loss arithmetic and the
-    disentangling-loss path stay float32. ``autocast_bf16_dis_path`` (default false, needs
-    ``autocast_bf16``) also runs that path — the first-stage decoder (its costliest network at
-    64×64) and the re-encoder — in bf16. Its logits compare two re-encodings (δ_k = ‖ẑ_k − ẑ^c_k‖)
-    whose difference bf16 resolves only to about 2⁻⁸ of their size, so it is a separate opt-in.
-    tests/test_speed_options.py bounds both switches' difference to float32.
+    ``autocast_bf16`` (true | false | auto; default false; changes numerics): the image encoder and
+    the denoiser (frozen UNet and shift decoder) run under bfloat16 autocast in the training loss;
+    the parameters, GroupNorm, attention, the first-stage latents ``z0``, the loss arithmetic and
+    the disentangling-loss path stay float32. ``autocast_bf16_dis_path`` (true | false | auto;
+    default false; needs ``autocast_bf16``) also runs that path — the first-stage decoder (its
+    costliest network at 64×64) and the re-encoder — in bf16. Its logits compare two re-encodings
+    (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size, hence
+    a separate switch. tests/test_speed_options.py bounds both switches' difference to float32.
+    ``auto`` (what the published stage-3 configs ship) is on only on CPUs with native bf16
+    instructions and off on accelerators (:mod:`disdiff.training.precision`); the resolved
+    setting is logged when fitting starts.
     """
 
     def __init__(
@@ -128,14 +132,19 @@ class DisDiffModule(pl.LightningModule):
         monitor: str | None = None,
         stage2: dict | None = None,
         unit_pass: str = "auto",
-        autocast_bf16: bool = False,
-        autocast_bf16_dis_path: bool = False,
+        autocast_bf16: bool | str = False,
+        autocast_bf16_dis_path: bool | str = False,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
             raise ConfigError(f"unit_pass must be one of {UNIT_PASSES}, got {unit_pass!r}")
-        if autocast_bf16_dis_path and not autocast_bf16:
-            raise ConfigError("autocast_bf16_dis_path: true needs autocast_bf16: true")
+        try:
+            autocast_bf16 = check_bf16_setting(autocast_bf16, "autocast_bf16")
+            autocast_bf16_dis_path = check_bf16_setting(autocast_bf16_dis_path, "autocast_bf16_dis_path")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if autocast_bf16_dis_path is not False and autocast_bf16 is False:
+            raise ConfigError(f"autocast_bf16_dis_path: {autocast_bf16_dis_path} needs autocast_bf16: true or auto")
         encoder_config = _plain(encoder_config) if encoder_config is not None else {}
         stage2 = _plain(stage2) if stage2 is not None else None
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
@@ -213,8 +222,8 @@ class DisDiffModule(pl.LightningModule):
         self.log_ddim_eta = float(log_ddim_eta)
         self.image_key = image_key
         self.monitor = monitor
-        self.autocast_bf16 = bool(autocast_bf16)
-        self.autocast_bf16_dis_path = bool(autocast_bf16_dis_path)
+        self.autocast_bf16: bool | str = autocast_bf16
+        self.autocast_bf16_dis_path: bool | str = autocast_bf16_dis_path
 
         unet_in = int(unet.in_channels)
         fs_ch = getattr(first_stage, "latent_channels", None)
@@ -278,14 +287,20 @@ class DisDiffModule(pl.LightningModule):
         return split_units(self.encoder(x), self.num_units)
 
     # -- losses ---------------------------------------------------------------------------------
+    def bf16_in_use(self) -> tuple[bool, bool]:
+        """``(denoiser and encoder, disentangling path)``: where bf16 autocast is on, on this module's device."""
+        device = self.scale_factor.device
+        main = resolve_bf16(self.autocast_bf16, device)
+        return main, main and resolve_bf16(self.autocast_bf16_dis_path, device)
+
     def _autocast(self):
-        """bfloat16 autocast on this module's device when ``autocast_bf16`` (else a no-op context)."""
+        """bfloat16 autocast on this module's device when ``autocast_bf16`` is on (else a no-op context)."""
         return torch.autocast(device_type=self.scale_factor.device.type, dtype=torch.bfloat16,
-                              enabled=self.autocast_bf16)
+                              enabled=self.bf16_in_use()[0])
 
     def _dis_path(self, fn, *args, **kwargs) -> torch.Tensor:
         """A network call of the disentangling loss: float32, or bf16 autocast with ``autocast_bf16_dis_path``."""
-        if not (self.autocast_bf16 and self.autocast_bf16_dis_path):
+        if not self.bf16_in_use()[1]:
             return fn(*args, **kwargs)
         with self._autocast():
             return fn(*args, **kwargs).float()
@@ -345,6 +360,13 @@ class DisDiffModule(pl.LightningModule):
         result["loss_dis"] = loss_dis
         result["loss"] = loss_rec + loss_dis
         return result
+
+    def on_fit_start(self) -> None:
+        main, dis_path = self.bf16_in_use()
+        log.info("stage 3 precision on %s: denoiser and encoder %s, disentangling path %s "
+                 "(autocast_bf16=%s, autocast_bf16_dis_path=%s)", self.scale_factor.device.type,
+                 "bf16" if main else "float32", "bf16" if dis_path else "float32",
+                 self.autocast_bf16, self.autocast_bf16_dis_path)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)
