@@ -23,12 +23,15 @@ tree fit is recorded (per thread) and the wall time on an otherwise idle 2-core 
 estimated as: CPU time outside the fits + the longest worker's share of the fits (the fits are
 scheduled longest first onto ``--jobs`` workers).
 
-Measured on the shared 2-core AMD EPYC build machine (load average 5-6 from other jobs throughout):
-fast path 140-185 s wall, reference 134-222 s wall, identical scores; the 6 tree fits took 97-104 s
-of CPU (7-27 s each), everything else 4.5-5 s, so an otherwise idle 2-core machine needs an
-estimated 54-57 s per checkpoint. The DCI trees (sklearn's GradientBoostingClassifier, 5,700 trees
-of depth 3 on 10,000 x 6 codes, dominated by sklearn's per-node sorting at ~17 ms a tree) are
->95 % of the work; everything else is ~5 s.
+Measured on the 2-core AMD EPYC machine, otherwise idle (load average 0.4-0.9 at the start),
+``python benchmarks/bench_metrics.py --jobs 2``: fast path **57.0 s** wall (twice; DCI 53.2-56.1 s
+of it, the other metrics running beside it), with ``--backend loky`` 59.9 s; the single-process
+reference 103.3-107.9 s; identical scores every time. The 6 tree fits take 104 s of CPU together
+(6.9-28.0 s each, the 15-class factor longest); everything else ~5 s. Two cores cannot do much
+better than (104 + 5) / 2 = 54.5 s: the DCI trees (sklearn's GradientBoostingClassifier, 5,700
+trees of depth 3 on 10,000 x 6 codes, ~17 ms a tree, mostly sklearn's per-node sorting) are >95 %
+of the work, and a faster tree library would change the values. Earlier, on the same machine
+under load (load average 5-6): 140-185 s wall.
 """
 
 from __future__ import annotations
