@@ -166,7 +166,7 @@ def qkv_attention_3d(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 @contextlib.contextmanager
 def patched_attention(fn) -> Any:
-    import disdiff.models.unet as unet_mod
+    import disdiff.models.unet_blocks as unet_mod  # where AttentionBlock looks the function up
 
     saved = unet_mod.qkv_attention_legacy
     unet_mod.qkv_attention_legacy = fn
