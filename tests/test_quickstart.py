@@ -89,3 +89,17 @@ def _series(path):
     series = {}
     _read_csv_into(path, series)
     return series["train/rec_loss"]
+
+
+def test_stage_budgets_absorb_an_earlier_overrun(tmp_path):
+    settings = QuickstartSettings(out=tmp_path / "qs", minutes=20.0)
+    shares = settings.stage_minutes()  # 17 training minutes split 0.2 / 0.3 / 0.5
+    qs = Quickstart(settings)
+    # on time: every stage gets its share
+    assert qs.stage_budget_minutes("autoencoder") == pytest.approx(shares["autoencoder"], abs=0.01)
+    # 2 minutes late before the ldm stage: the ldm stage gives them back, the others keep theirs
+    qs.clock.deadline -= 60.0 * (shares["autoencoder"] + 2.0)
+    assert qs.stage_budget_minutes("ldm") == pytest.approx(shares["ldm"] - 2.0, abs=0.01)
+    # hopelessly late: a floor of a tenth of the share still trains something
+    qs.clock.deadline -= 60.0 * 100
+    assert qs.stage_budget_minutes("disdiff") == pytest.approx(0.1 * shares["disdiff"])

@@ -124,6 +124,21 @@ class Quickstart:
             save_preview(dataset, preview, seed=self.settings.seed, name="shapes3d-synth")
         return preview
 
+    def stage_budget_minutes(self, stage: str) -> float:
+        """Training minutes for ``stage``: its share, cut to what this invocation's clock has left
+        after the later stages' shares and the final steps' reserve.
+
+        So time an earlier step overran (rendering the dataset, the end-of-training checkpoint,
+        validation and images) comes out of this stage instead of running past the deadline.
+        Lightning's timer counts the training time of earlier invocations too (it is restored
+        on resume), so a resumed stage still gets its whole share.
+        """
+        shares = self.settings.stage_minutes()
+        later = sum(shares[s] for s in STAGES[STAGES.index(stage) + 1:])
+        reserve = self.settings.minutes * self.settings.overhead_fraction
+        available = self.clock.seconds_left() / 60.0 - later - reserve
+        return max(min(shares[stage], available), 0.1 * shares[stage])
+
     def train_stage(self, stage: str) -> None:
         from disdiff.training.run import RunDirectory, train
 
@@ -136,7 +151,7 @@ class Quickstart:
         if resume is not None:
             print(f"  {stage}: resuming from {resume}", flush=True)
         config = self.stage_config(stage)
-        minutes = self.settings.stage_minutes()[stage]
+        minutes = self.stage_budget_minutes(stage)
         trainer = train(
             config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
             trainer_overrides={"max_time": {"seconds": round(minutes * 60)}, "accelerator": "cpu", "devices": 1},
