@@ -9,7 +9,8 @@ from disdiff.diffusion.schedule import DiffusionSchedule
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.part_embedding import PartEmbedding
 from disdiff.models.shift_decoder import DisDiffDenoiser, ResBlockShift
-from disdiff.models.unet import ConditionedBlock, EmbedSequential, UNetModel
+from disdiff.models.unet import UNetModel
+from disdiff.models.unet_blocks import ConditionedBlock, EmbedSequential
 
 
 def tiny_unet(seed=0):

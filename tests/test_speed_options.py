@@ -32,7 +32,8 @@ from disdiff.models.shift_decoder import (
     DisDiffDenoiser,
     choose_unit_pass,
 )
-from disdiff.models.unet import UNetModel, qkv_attention_legacy
+from disdiff.models.unet import UNetModel
+from disdiff.models.unet_blocks import qkv_attention_legacy
 
 LOSS_RTOL = 1e-2
 #: loss_type -> (max relative L2 error of the gradient, min cosine similarity)

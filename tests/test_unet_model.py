@@ -6,18 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from disdiff.models.unet import (
+from disdiff.models.unet import UNetModel, build_decoder_half, encoder_skip_channels, run_decoder_half
+from disdiff.models.unet_blocks import (
     AttentionBlock,
     ConditionedBlock,
     EmbedSequential,
     GroupNorm32,
     ResBlock,
     TimestepBlock,
-    UNetModel,
-    build_decoder_half,
-    encoder_skip_channels,
     qkv_attention_legacy,
-    run_decoder_half,
     timestep_embedding,
 )
 

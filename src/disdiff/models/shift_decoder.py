@@ -40,14 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from disdiff.models.part_embedding import PartEmbedding
-from disdiff.models.unet import (
-    ConditionedBlock,
-    ResBlock,
-    TimestepBlock,
-    UNetModel,
-    build_decoder_half,
-    run_decoder_half,
-)
+from disdiff.models.unet import UNetModel, build_decoder_half, run_decoder_half
+from disdiff.models.unet_blocks import ConditionedBlock, ResBlock, TimestepBlock
 
 __all__ = ["ResBlockShift", "DisDiffDenoiser", "SharedInput", "UNIT_PASSES", "choose_unit_pass"]
 

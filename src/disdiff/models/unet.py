@@ -9,7 +9,7 @@ The network is split into two halves so that stage 3 can reuse the decoder half:
   :func:`run_decoder_half`, which consumes the skips ``hs`` without mutating them.
 
 The blocks (residual, attention, up/down-sampling, time embedding) are in
-:mod:`disdiff.models.unet_blocks` and re-exported here.
+:mod:`disdiff.models.unet_blocks`.
 """
 
 from __future__ import annotations
@@ -21,37 +21,16 @@ from torch import nn
 
 from disdiff.models.unet_blocks import (
     AttentionBlock,
-    ConditionedBlock,
     Downsample,
     EmbedSequential,
-    GroupNorm32,
     ResBlock,
-    TimestepBlock,
     Upsample,
     normalization,
-    qkv_attention_legacy,
     timestep_embedding,
     zero_module,
 )
 
-__all__ = [
-    "timestep_embedding",
-    "GroupNorm32",
-    "normalization",
-    "zero_module",
-    "TimestepBlock",
-    "ConditionedBlock",
-    "EmbedSequential",
-    "ResBlock",
-    "Upsample",
-    "Downsample",
-    "AttentionBlock",
-    "qkv_attention_legacy",
-    "encoder_skip_channels",
-    "build_decoder_half",
-    "run_decoder_half",
-    "UNetModel",
-]
+__all__ = ["encoder_skip_channels", "build_decoder_half", "run_decoder_half", "UNetModel"]
 
 
 # ---------------------------------------------------------------------------------------------
