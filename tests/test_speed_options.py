@@ -8,8 +8,11 @@
   also flips for the few elements that bf16 moves across the kink (more, relatively, in a tiny
   model). For stage 3 the gradient is that of L_r (it reaches every trained parameter); the
   disentangling-loss path stays float32 under the switch (checked) unless
-  ``autocast_bf16_dis_path`` is also set; only its value is compared, because in the tiny test
-  model its gradient is ill-conditioned even in float32. The
+  ``autocast_bf16_dis_path`` is also set. With both switches (what ``auto`` gives on a CPU with
+  native bf16) the gradient of the full loss is held to at most twice the error of a float32 run
+  whose frozen UNet weights move by 0.4 % (one bf16 rounding), and to the L1 tolerance above at
+  the published dis_weight. The disentangling gradient alone is not compared: in the tiny test
+  model any such change alters it almost completely, in float32 too. The
   benchmark reports the same figures for the full loss at the small and published configurations
   (benchmarks/bench_training.py, ``numerics_vs_default``).
 * ``unit_pass`` (batched / looped) and the shared skip terms do not change the mathematics: the
@@ -176,6 +179,40 @@ def test_stage3_bf16_autocast_loss_and_gradients_within_tolerance(ldm_ckpt, loss
     assert seen == [torch.bfloat16]  # the switch really runs the networks in bf16
     assert loss16 != loss32
     _assert_close(loss_type, loss32, g32, loss16, g16)
+
+
+@pytest.mark.parametrize("dis_weight", [0.05, 1.0])
+def test_stage3_bf16_everywhere_full_loss_gradient_within_tolerance(ldm_ckpt, dis_weight):
+    # Both switches (what ``auto`` selects on a CPU with native bf16), the full loss L_r + dis.
+    # Stated tolerance: the gradient error is at most twice that of a float32 run whose frozen
+    # UNet weights move by 0.4 % (one bf16 rounding); at the published dis_weight (0.05) the L1
+    # tolerance above holds as well. With dis_weight 1.0 the ill-conditioned disentangling
+    # gradient of this tiny model dominates: any such change moves the total by ~25 %, bf16 too.
+    m = make_module(ldm_ckpt, dis_weight=dis_weight)
+    randomize_shift_output(m, std=0.1)
+    m.train()
+    x, t, noise, concept = _stage3_inputs(m)
+    params = list(m.trainable_parameters())
+
+    def loss():
+        out = m.compute_losses(x, t=t, noise=noise, concept=concept)
+        assert float(out["loss_dis"]) > 0
+        return out["loss"]
+
+    loss32, g32 = _loss_and_grads(m, params, loss)
+    m.autocast_bf16, m.autocast_bf16_dis_path = True, True
+    loss16, g16 = _loss_and_grads(m, params, loss)
+    if dis_weight == 0.05:
+        _assert_close("l1", loss32, g32, loss16, g16)
+    m.autocast_bf16, m.autocast_bf16_dis_path = False, False
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in m.denoiser.unet.parameters():
+            p.mul_(1 + 0.004 * torch.randn(p.shape, generator=gen))
+    _, g_perturbed = _loss_and_grads(m, params, loss)
+    err_bf16 = float((g16 - g32).norm() / g32.norm())
+    err_perturbed = float((g_perturbed - g32).norm() / g32.norm())
+    assert 0 < err_bf16 <= 2.0 * err_perturbed, (err_bf16, err_perturbed)
 
 
 def test_stage3_bf16_autocast_keeps_the_disentangling_path_in_float32(ldm_ckpt):
