@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from disdiff_support import IMAGE_SIZE, make_ldm_checkpoint, make_module, randomize_shift_output
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from disdiff.api import DisDiff
-from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, load_configs
+from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, check_param_types, load_configs
 from disdiff.diffusion.schedule import extract
 from disdiff.training.disdiff_module import DisDiffModule
 
@@ -292,6 +293,8 @@ def test_packaged_configs_match_the_module_signature():
         params = config.model.params
         assert config.model.target == "disdiff.training.disdiff_module.DisDiffModule"
         assert set(params) <= accepted, path.name
+        plain = OmegaConf.to_container(params, resolve=False)
+        check_param_types(DisDiffModule, {k: v for k, v in plain.items() if v != "???"}, path.name)
         assert params.num_units == 6 and params.unit_dim == 32
         if path.name.startswith(("shapes3d-vq", "cars3d-vq", "celeba-vq")):
             assert (params.dis_loss_type, params.dis_weight) == ("Z", 0.05)
