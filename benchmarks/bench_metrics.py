@@ -24,9 +24,9 @@ estimated as: CPU time outside the fits + the longest worker's share of the fits
 scheduled longest first onto ``--jobs`` workers).
 
 Measured on the 2-core AMD EPYC machine, otherwise idle (load average 0.4-0.9 at the start),
-``python benchmarks/bench_metrics.py --jobs 2``: fast path **55.8-57.0 s** wall (three runs; DCI
-53.2-56.1 s of it, the other metrics running beside it), with ``--backend loky`` 59.9 s; the single-process
-reference 103.3-107.9 s; identical scores every time. The 6 tree fits take 104 s of CPU together
+``python benchmarks/bench_metrics.py --jobs 2``: fast path **51.9-57.0 s** wall (four runs; DCI
+51.0-56.1 s of it, the other metrics running beside it), with ``--backend loky`` 59.9 s; the single-process
+reference 97.3-107.9 s; identical scores every time it was run. The 6 tree fits take 104 s of CPU together
 (6.9-28.0 s each, the 15-class factor longest); everything else ~5 s. Two cores cannot do much
 better than (104 + 5) / 2 = 54.5 s: the DCI trees (sklearn's GradientBoostingClassifier, 5,700
 trees of depth 3 on 10,000 x 6 codes, ~17 ms a tree, mostly sklearn's per-node sorting) are >95 %
