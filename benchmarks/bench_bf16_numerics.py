@@ -25,9 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import compare, perturb_frozen_unet  # noqa: E402
 
 
 def gradient(module, params, key: str, x, t, noise, concept) -> tuple[float, torch.Tensor]:
@@ -39,10 +43,8 @@ def gradient(module, params, key: str, x, t, noise, concept) -> tuple[float, tor
     return float(out[key].detach()), grads
 
 
-def compare(loss: float, grads: torch.Tensor, loss0: float, grads0: torch.Tensor) -> dict[str, float]:
-    return {"loss_rel_diff": float(f"{abs(loss - loss0) / abs(loss0):.3e}"),
-            "grad_rel_l2_err": float(f"{float((grads - grads0).norm() / grads0.norm()):.3e}"),
-            "grad_cosine": round(float(torch.nn.functional.cosine_similarity(grads[None], grads0[None])), 5)}
+def rounded(stats: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 5) if k == "grad_cosine" else float(f"{v:.3e}")) for k, v in stats.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"batch": b, "loss": key, "float32": loss0}
                 for name, switches in (("bf16", (True, False)), ("bf16_all", (True, True))):
                     module.autocast_bf16, module.autocast_bf16_dis_path = switches
-                    row[name] = compare(*gradient(module, params, key, x, t, noise, concept), loss0, grads0)
+                    row[name] = rounded(compare(*gradient(module, params, key, x, t, noise, concept), loss0, grads0))
                 module.autocast_bf16, module.autocast_bf16_dis_path = False, False
-                gen = torch.Generator().manual_seed(100 + b)
-                with torch.no_grad():
-                    for name, p in unet.named_parameters():
-                        p.mul_(1 + 0.004 * torch.randn(p.shape, generator=gen))
-                row["fp32_perturbed"] = compare(*gradient(module, params, key, x, t, noise, concept), loss0, grads0)
+                perturb_frozen_unet(module, seed=100 + b)
+                row["fp32_perturbed"] = rounded(compare(*gradient(module, params, key, x, t, noise, concept),
+                                                        loss0, grads0))
                 with torch.no_grad():
                     for name, p in unet.named_parameters():
                         p.copy_(frozen[name])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import _TMP, build_stage3, image_resolution, images, machine, pin_threads  # noqa: E402
+from common import _TMP, build_stage3, emit_json, image_resolution, images, machine, pin_threads  # noqa: E402
 
 
 def _timed(fn) -> tuple[Any, float, float]:
@@ -144,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         result["export"].append(bench_export(size, grid))
         print(f"# export {size}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit_json(result, args.json)
     return 0
 
 

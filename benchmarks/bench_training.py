@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import sys
 import time
 import warnings
@@ -66,16 +65,18 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from common import (  # noqa: E402
     Timing,
     build_stage1,
     build_stage2,
     build_stage3,
+    compare,
     current_rss_mb,
+    emit_json,
     images,
     machine,
     peak_rss_mb,
+    perturb_frozen_unet,
     pin_threads,
     reset_peak_rss,
 )
@@ -97,16 +98,6 @@ def grad_sample(params) -> torch.Tensor:
         g = p.grad.detach().flatten().float()
         parts.append(g[:: max(1, g.numel() // 1024)].clone())
     return torch.cat(parts) if parts else torch.zeros(0)
-
-
-def compare(loss: float, grads: torch.Tensor, ref_loss: float, ref_grads: torch.Tensor) -> dict[str, float]:
-    denom = float(ref_grads.norm()) or 1.0
-    cos = F.cosine_similarity(grads[None], ref_grads[None]).item() if grads.numel() else float("nan")
-    return {
-        "loss_rel_diff": abs(loss - ref_loss) / max(abs(ref_loss), 1e-12),
-        "grad_rel_l2_err": float((grads - ref_grads).norm()) / denom,
-        "grad_cosine": cos,
-    }
 
 
 def run_variant(
@@ -299,14 +290,6 @@ def _threads(n: int) -> Any:
         torch.set_num_threads(saved)
 
 
-def perturb_frozen_unet(module, rel: float = 0.004, seed: int = 9) -> None:
-    """Frozen UNet weights × (1 + rel·n): a float32 change of bf16's relative size (2⁻⁸ ≈ 0.4 %)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.denoiser.unet.parameters():
-            p.mul_(1 + rel * torch.randn(p.shape, generator=g))
-
-
 def bench_stage3(size: str, batch: int, plan: dict[str, tuple[int, int]], peak: dict) -> dict[str, Any]:
     """``plan``: variant -> (warm-up steps, timed steps), run in that order."""
     module = build_stage3(size)
@@ -442,10 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             attach_flops(v, v.get("flops_per_step") or count, best)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     result["machine"]["load_average_1min_end"] = round(__import__("os").getloadavg()[0], 2)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    emit_json(result, args.json)
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import json
 import os
 import platform
 import statistics
@@ -263,3 +264,30 @@ def images(size: str, batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     r = image_resolution(size)
     return torch.rand((batch, 3, r, r), generator=g) * 2 - 1
+
+
+def compare(loss: float, grads: torch.Tensor, ref_loss: float, ref_grads: torch.Tensor) -> dict[str, float]:
+    """Relative loss difference, relative L2 error and cosine of ``grads`` against the reference."""
+    denom = float(ref_grads.norm()) or 1.0
+    cos = torch.nn.functional.cosine_similarity(grads[None], ref_grads[None]).item() if grads.numel() else float("nan")
+    return {
+        "loss_rel_diff": abs(loss - ref_loss) / max(abs(ref_loss), 1e-12),
+        "grad_rel_l2_err": float((grads - ref_grads).norm()) / denom,
+        "grad_cosine": cos,
+    }
+
+
+def perturb_frozen_unet(module, rel: float = 0.004, seed: int = 9) -> None:
+    """Frozen UNet weights × (1 + rel·n): a float32 change of bf16's relative size (2⁻⁸ ≈ 0.4 %)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.denoiser.unet.parameters():
+            p.mul_(1 + rel * torch.randn(p.shape, generator=g))
+
+
+def emit_json(result: dict[str, Any], path: str | None = None) -> None:
+    """Print ``result`` as the benchmark's JSON document and, if ``path`` is given, write it there too."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from disdiff_support import make_ldm_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -14,3 +15,9 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ldm_ckpt(tmp_path_factory):
+    """A small random stage-2 checkpoint, one per test module (see disdiff_support.make_ldm_checkpoint)."""
+    return make_ldm_checkpoint(tmp_path_factory.mktemp("stage2") / "checkpoints" / "last.ckpt")

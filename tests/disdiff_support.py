@@ -26,6 +26,12 @@ UNET = {
 }
 
 
+def random_images(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` uniform random images in [-1, 1] of the test resolution."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
+
+
 def make_ldm_checkpoint(path: Path, seed: int = 0, scale_factor: float = 0.7, perturb_ema: bool = True) -> Path:
     """A stage-2 checkpoint in the LatentDiffusionModule format (random weights, non-zero outputs)."""
     from disdiff.training.ldm_module import LatentDiffusionModule

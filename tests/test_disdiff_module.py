@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from disdiff_support import IMAGE_SIZE, make_ldm_checkpoint, make_module, randomize_shift_output
+from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
@@ -15,19 +15,6 @@ from disdiff.api import DisDiff
 from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, check_param_types, load_configs
 from disdiff.diffusion.schedule import extract
 from disdiff.training.disdiff_module import DisDiffModule
-
-
-@pytest.fixture(scope="module")
-def ldm_ckpt(tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return make_ldm_checkpoint(tmp_path_factory.mktemp("stage2") / "checkpoints" / "last.ckpt")
-
-
-def images(n=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
-
 
 TRAINABLE_PREFIXES = ("denoiser.shift_middle_block.", "denoiser.shift_output_blocks.", "denoiser.shift_out.",
                       "denoiser.repre_embed.", "denoiser.part_emb.", "denoiser.part_latents.", "encoder.")
@@ -63,7 +50,7 @@ def test_exactly_the_named_parameters_are_trained(ldm_ckpt):
     assert {"denoiser." + n for n in m.ema.param_to_shadow} == {n for n in trainable if n.startswith("denoiser.")}
 
     m.train()
-    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(0))
     assert out["loss_dis"] > 0
     out["loss"].backward()
     with_grad = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -87,7 +74,7 @@ def test_encoder_gradient_flows_only_through_repre_embed(ldm_ckpt):
 
     h1 = m.encoder.register_forward_hook(on_encoder)
     h2 = m.denoiser.repre_embed.register_forward_hook(on_repre)
-    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(1))
+    out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(1))
     assert out["loss_dis"] > 0
     out["loss"].backward()
     h1.remove()
@@ -101,7 +88,7 @@ def test_encoder_gradient_flows_only_through_repre_embed(ldm_ckpt):
     original = m.denoiser.repre_embed.forward
     m.denoiser.repre_embed.forward = lambda x: original(x.detach())
     try:
-        out = m.compute_losses(images(), generator=torch.Generator().manual_seed(1))
+        out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(1))
         out["loss"].backward()
     finally:
         del m.denoiser.repre_embed.forward
@@ -111,20 +98,20 @@ def test_encoder_gradient_flows_only_through_repre_embed(ldm_ckpt):
 @pytest.mark.parametrize("loss_type", ["Z", "IM"])
 def test_dis_loss_is_exactly_zero_at_initialisation(ldm_ckpt, loss_type):
     m = make_module(ldm_ckpt, dis_loss_type=loss_type, dis_weight=1.0)
-    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(0))
     assert torch.count_nonzero(out["fields"]) == 0
     assert out["loss_dis"].item() == 0.0
     grads = torch.autograd.grad(out["loss_dis"], list(m.trainable_parameters()), allow_unused=True)
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
     randomize_shift_output(m)
-    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(0))
     assert out["loss_dis"].item() > 0
 
 
 def test_reconstruction_uses_shift_coef_and_dis_uses_sampled_unit(ldm_ckpt):
     m = make_module(ldm_ckpt, dis_weight=0.3)
     randomize_shift_output(m)
-    x = images()
+    x = random_images(4)
     concept = torch.tensor([2, 0, 1, 2])
     out = m.compute_losses(x, concept=concept, generator=torch.Generator().manual_seed(2))
     t, z_t, G = out["t"], out["z_t"], out["fields"]
@@ -146,7 +133,7 @@ def test_reconstruction_uses_shift_coef_and_dis_uses_sampled_unit(ldm_ckpt):
 
 def test_dis_weight_zero_skips_the_disentangling_term(ldm_ckpt):
     m = make_module(ldm_ckpt, dis_weight=0.0)
-    out = m.compute_losses(images(), generator=torch.Generator().manual_seed(0))
+    out = m.compute_losses(random_images(4), generator=torch.Generator().manual_seed(0))
     assert "dis" not in out and out["loss_dis"].item() == 0.0
 
 
@@ -175,7 +162,7 @@ def _plain_only(value):
 
 class Batches(Dataset):
     def __init__(self, n=8):
-        self.x = images(n, seed=5)
+        self.x = random_images(n, seed=5)
 
     def __len__(self):
         return len(self.x)
@@ -211,7 +198,7 @@ def test_fit_logs_terms_updates_ema_and_checkpoint_is_self_contained(ldm_ckpt, t
     finally:
         moved.rename(ldm_ckpt)
     assert model.run_dir == tmp_path / "run" and model.global_step == 2 and model.uses_ema
-    x = images(3, seed=9)
+    x = random_images(3, seed=9)
     m.eval()
     with torch.no_grad():
         assert torch.allclose(model.encode(x), m.encode_representation(x), atol=1e-6)
@@ -235,7 +222,7 @@ def test_log_images_and_swap_grid_share_x_T_per_column(ldm_ckpt):
 
     m = make_module(ldm_ckpt)
     randomize_shift_output(m, std=0.2)
-    x = images(2)
+    x = random_images(2)
     out = m.log_images({"image": x}, max_images=2, ddim_steps=2)
     assert set(out) == {"inputs", "reconstruction", "samples", "samples_swapping", "samples_swapping_partial"}
     assert out["samples_swapping"].shape == (3 * 2, 3, IMAGE_SIZE, IMAGE_SIZE)

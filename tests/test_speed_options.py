@@ -27,7 +27,13 @@ import warnings
 
 import pytest
 import torch
-from disdiff_support import FIRST_STAGE, IMAGE_SIZE, UNET, make_ldm_checkpoint, make_module, randomize_shift_output
+from disdiff_support import (
+    FIRST_STAGE,
+    UNET,
+    make_module,
+    random_images,
+    randomize_shift_output,
+)
 
 from disdiff.config import ConfigError
 from disdiff.models.shift_decoder import (
@@ -42,18 +48,6 @@ LOSS_RTOL = 1e-2
 #: loss_type -> (max relative L2 error of the gradient, min cosine similarity)
 GRAD_TOLERANCE = {"l2": (3e-2, 0.999), "l1": (1e-1, 0.99)}
 BATCH = 16
-
-
-@pytest.fixture(scope="module")
-def ldm_ckpt(tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return make_ldm_checkpoint(tmp_path_factory.mktemp("stage2") / "checkpoints" / "last.ckpt")
-
-
-def _images(n=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
 
 
 def _loss_and_grads(module, params, fn):
@@ -148,7 +142,7 @@ def test_published_stage3_configs_ship_bf16_auto():
 
 
 def _stage3_inputs(m, seed=3):
-    x = _images(BATCH)
+    x = random_images(BATCH)
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(0, 1000, (x.shape[0],), generator=g)
     noise = torch.randn((x.shape[0], *m.latent_shape), generator=g)
@@ -275,7 +269,7 @@ def test_stage2_bf16_autocast_loss_and_gradients_within_tolerance(loss_type):
             if p.abs().sum() == 0 and p.dim() > 1:
                 p.normal_(0, 0.05)
     ldm.train()
-    x = _images(BATCH)
+    x = random_images(BATCH)
     z0 = ldm.encode_images(x)
     g = torch.Generator().manual_seed(5)
     t = torch.randint(0, 1000, (x.shape[0],), generator=g)
