@@ -106,6 +106,8 @@ class DisDiffModule(pl.LightningModule):
     ``dis_weight_normalize`` (default false, the published loss): an opt-in deviation from the
     paper that divides the disentangling loss's sample weights by their batch mean
     (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while G is small.
+    ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
+    shift decoder's times this factor (a second AdamW parameter group).
     ``auto`` (what the published stage-3 configs ship) is on only on CPUs with native bf16
     instructions and off on accelerators (:mod:`disdiff.training.precision`); the resolved
     setting is logged when fitting starts.
@@ -138,6 +140,7 @@ class DisDiffModule(pl.LightningModule):
         autocast_bf16: bool | str = False,
         autocast_bf16_dis_path: bool | str = False,
         dis_weight_normalize: bool = False,
+        encoder_lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -219,6 +222,9 @@ class DisDiffModule(pl.LightningModule):
         self.dis_loss_type = dis_loss_type
         self.dis_weight = float(dis_weight)
         self.dis_weight_normalize = bool(dis_weight_normalize)
+        if float(encoder_lr_multiplier) <= 0:
+            raise ConfigError(f"encoder_lr_multiplier must be > 0, got {encoder_lr_multiplier}")
+        self.encoder_lr_multiplier = float(encoder_lr_multiplier)
         self.loss_type = loss_type
         self.warmup_steps = int(warmup_steps)
         self.weight_decay = float(weight_decay)
@@ -406,7 +412,11 @@ class DisDiffModule(pl.LightningModule):
         return out["loss"]
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.learning_rate, weight_decay=self.weight_decay)
+        # Two groups only so that the encoder's lr can differ (encoder_lr_multiplier, default 1:
+        # then this is exactly one AdamW over all trainable parameters, as published).
+        groups = [{"params": list(self.denoiser.trainable_parameters()), "lr": self.learning_rate},
+                  {"params": list(self.encoder.parameters()), "lr": self.learning_rate * self.encoder_lr_multiplier}]
+        opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
