@@ -317,8 +317,9 @@ class DisDiffModule(pl.LightningModule):
         B = x.shape[0]
         device = x.device
         z0 = self.encode_images(x)
+        work = torch.promote_types(x.dtype, torch.float32)  # float32 (float64 for a float64 reference)
         with self._autocast():
-            z = self.encode_representation(x).float()
+            z = self.encode_representation(x).to(work)
         if t is None:
             if generator is None:
                 t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
@@ -335,7 +336,7 @@ class DisDiffModule(pl.LightningModule):
         z_t = q_sample(self.schedule, z0, t, noise)
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
-        pred, fields = pred.float(), fields.float()
+        pred, fields = pred.to(work), fields.to(work)
         out_grad = fields.sum(dim=1)
         shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
         eps_hat = pred + shift_coef * out_grad
