@@ -35,10 +35,20 @@ from common import compare, perturb_frozen_unet  # noqa: E402
 
 
 def gradient(module, params, key: str, x, t, noise, concept) -> tuple[float, torch.Tensor]:
+    """Loss and gradient of one evaluation; the module's buffers are restored afterwards.
+
+    A training-mode pass moves the image encoder's BatchNorm running statistics, which the
+    re-encoder of the disentangling loss uses; without the restore every compared variant would
+    start from a different state (runs of this script before issue 13 did not restore them).
+    """
+    saved = {name: b.detach().clone() for name, b in module.named_buffers()}
     for p in params:
         p.grad = None
     out = module.compute_losses(x, t=t, noise=noise, concept=concept)
     out[key].backward()
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(saved[name])
     grads = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params])
     return float(out[key].detach()), grads
 

@@ -101,11 +101,14 @@ class DisDiffModule(pl.LightningModule):
     the disentangling-loss path stay float32. ``autocast_bf16_dis_path`` (true | false | auto;
     default false; needs ``autocast_bf16``) also runs that path — the first-stage decoder (its
     costliest network at 64×64) and the re-encoder — in bf16. Its logits compare two re-encodings
-    (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size, hence
-    a separate switch. tests/test_speed_options.py bounds both switches' difference to float32.
-    ``auto`` (what the published stage-3 configs ship) is on only on CPUs with native bf16
-    instructions and off on accelerators (:mod:`disdiff.training.precision`); the resolved
-    setting is logged when fitting starts.
+    (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size; while
+    the shift field G is small (every run starts at G = 0) that error swamps them and the
+    disentangling gradient goes wrong (cosine 0.41 to float64 at G × 0.01 in the published-size
+    model, issue 13), so every shipped config keeps it false. tests/test_speed_options.py bounds
+    both switches' difference to float32, and the disentangling gradient at small G to float64.
+    ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
+    (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
+    auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     """
 
     def __init__(
