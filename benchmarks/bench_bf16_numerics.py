@@ -9,8 +9,9 @@ and units), the gradient of the trained parameters is computed in float32 and wi
 
 * ``bf16``: ``autocast_bf16`` (denoiser and image encoder in bf16),
 * ``bf16_all``: ``autocast_bf16`` + ``autocast_bf16_dis_path`` (the first-stage decoder and the
-  re-encoder of the disentangling loss too; what the published configs' ``auto`` gives on a CPU
-  with native bf16),
+  re-encoder of the disentangling loss too; an opt-in since issue 13, the published configs ship
+  ``autocast_bf16: auto`` with ``autocast_bf16_dis_path: false``, i.e. ``bf16`` on a CPU with
+  native bf16),
 * ``fp32_perturbed``: float32 with the frozen UNet's weights multiplied by (1 + 0.4 % noise), the
   size of one bf16 rounding: the yardstick of how sensitive the gradient is to any change of
   that size,
