@@ -89,6 +89,46 @@ def _load(run, use_ema: bool):
 
 
 # ---------------------------------------------------------------------------------------------
+# the key mapping, against the names spec section 10 gives
+# ---------------------------------------------------------------------------------------------
+def test_key_names_of_spec_section_10():
+    from disdiff.interop.original import ema_key, first_stage_key, image_encoder_key, unet_key
+
+    assert ema_key("input_blocks.0.0.weight") == "model_ema.diffusion_modelinput_blocks00weight"
+    assert ema_key("shift_output_blocks.11.0.cond_emb_layers.1.bias") == \
+        "model_ema.diffusion_modelshift_output_blocks110cond_emb_layers1bias"
+    assert unet_key("out.2.weight") == "model.diffusion_model.out.2.weight"
+    # three levels (published ch_mult [1, 2, 4]): disdiff runs decoder.up.0 first (lowest resolution)
+    assert first_stage_key("decoder.up.0.block.2.conv1.weight", 3) == "decoder.up.2.block.2.conv1.weight"
+    assert first_stage_key("decoder.up.1.resample.conv.bias", 3) == "decoder.up.1.upsample.conv.bias"
+    assert first_stage_key("decoder.up.2.block.0.nin_shortcut.weight", 3) == "decoder.up.0.block.0.nin_shortcut.weight"
+    assert first_stage_key("encoder.down.1.resample.conv.weight", 3) == "encoder.down.1.downsample.conv.weight"
+    assert first_stage_key("encoder.mid.attn_1.proj_out.weight", 3) == "encoder.mid.attn_1.proj_out.weight"
+    assert first_stage_key("quantize.embedding.weight", 3) == "quantize.embedding.weight"
+    assert image_encoder_key("features.0.weight") == "cond_stage_model.encoder.0.weight"
+    assert image_encoder_key("features.9.running_var") == "cond_stage_model.encoder.9.running_var"
+    assert image_encoder_key("features.11.conv3.weight") == "cond_stage_model.encoder.11.convs.1.weight"
+    assert image_encoder_key("features.14.bn.num_batches_tracked") == \
+        "cond_stage_model.encoder.14.convs.2.num_batches_tracked"
+    assert image_encoder_key("features.14.conv1.bias") == "cond_stage_model.encoder.14.convs.4.bias"
+    assert image_encoder_key("fc.weight") == "cond_stage_model.encoder.16.weight"
+
+
+def test_every_original_ema_name_of_the_published_denoiser_is_distinct():
+    # the dots are removed, so two parameters could in principle share a name; the published
+    # shift decoder (12 output blocks, 3 layers each) must not
+    from disdiff.interop.original import ema_key
+    from disdiff.models.shift_decoder import DisDiffDenoiser
+    from disdiff.models.unet import UNetModel
+
+    unet = UNetModel(image_size=16, in_channels=3, model_channels=64, out_channels=3, num_res_blocks=2,
+                     attention_resolutions=[1, 2, 4], channel_mult=[1, 2, 4, 4], num_heads=8)
+    names = [n for n, _ in unet.named_parameters()]
+    names += [n for n, p in DisDiffDenoiser(unet, 6, 32).named_parameters() if p.requires_grad]
+    assert len({ema_key(n) for n in names}) == len(names)
+
+
+# ---------------------------------------------------------------------------------------------
 # stage 3
 # ---------------------------------------------------------------------------------------------
 def test_stage3_layout_is_the_originals(stage3):
@@ -214,6 +254,7 @@ def test_export_evaluate_and_resume_on_the_imported_run(stage3, tmp_path):
     # train -r continues at the original's step, with its learning rate and warm-up position
     code = main(["train", "-r", str(run), "--max-steps", str(STAGE3_STEP + 1), "--accelerator", "cpu",
                  "data.params.val_size=4", "data.params.num_workers=0", "lightning.trainer.limit_val_batches=0",
+                 "model.params.log_ddim_steps=2",  # the final image grid; the published 200 steps take ~20 s here
                  "lightning.trainer.enable_progress_bar=false", "lightning.trainer.enable_model_summary=false"])
     assert code == 0
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -284,10 +325,14 @@ def test_unknown_and_unsupported_config_settings_are_listed_together(stage3, tmp
     changed["model"]["params"]["my_new_flag"] = True
     changed["model"]["params"]["parameterization"] = "x0"
     changed["model"]["params"]["unet_config"]["params"]["use_spatial_transformer"] = True
+    changed["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["tanh_out"] = True
+    changed["model"]["params"]["first_stage_config"]["params"]["remap_file"] = "x.npy"
     code, run = _import(tmp_path, ckpt, changed, "run_cfg")
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("disdiff import-original: error: original config ")
-    for text in ("keys the importer does not know (1): model.params.my_new_flag",
+    for text in ("keys the importer does not know (2): ", "model.params.my_new_flag",
+                 "model.params.first_stage_config.params.remap_file",
+                 "model.params.first_stage_config.params.ddconfig.tanh_out = True",
                  "model.params.parameterization = 'x0' (disdiff implements 'eps')",
                  "model.params.unet_config.params.use_spatial_transformer = True"):
         assert text in err, (text, err)

@@ -93,10 +93,14 @@ class KeyPlan:
     compare: dict[str, str] = field(default_factory=dict)
     accepted_prefixes: tuple[str, ...] = ()
     accepted_keys: frozenset[str] = frozenset()
+    _targets: set[str] = field(default_factory=set, repr=False)
 
     def add(self, disdiff_key: str, original_key: str) -> None:
-        if original_key in self.load.values():
+        """Load ``disdiff_key`` from ``original_key``; two disdiff keys may not share an original key
+        (e.g. EMA names, whose dots are removed, colliding)."""
+        if original_key in self._targets:
             raise ValueError(f"two disdiff keys map to the original key {original_key!r}")
+        self._targets.add(original_key)
         self.load[disdiff_key] = original_key
 
 

@@ -442,8 +442,9 @@ def convert_config(
                      "vgg_weights in configs/config.yaml before resuming training")
     else:
         model["base_learning_rate"] = base_lr
-        first, first_variant, _ = _first_stage(p.need("first_stage_config"), "model.params.first_stage_config", problems,
-                                               stage1=False)
+        first, _, first_params = _first_stage(p.need("first_stage_config"), "model.params.first_stage_config", problems,
+                                              stage1=False)
+        first_params.finish()
         shift = stage == "disdiff"
         unet, shift_settings = _unet(p.need("unet_config"), "model.params.unet_config", problems, shift=shift)
         diffusion = _diffusion_params(p, problems, notes)
