@@ -250,6 +250,12 @@ def test_export_evaluate_and_resume_on_the_imported_run(stage3, tmp_path):
         assert data["latents"].shape == (64, NUM_UNITS, 4) and int(data["global_step"]) == STAGE3_STEP
     assert main(["evaluate", str(run), "--metrics", "mig", "--set", "mig.num_train=500"]) == 0
     assert (run / "metrics" / f"step={STAGE3_STEP:08d}.json").is_file()
+    assert main(["swap", str(run), "--indices", "0,5", "--steps", "2", "--out", str(tmp_path / "swap.png")]) == 0
+    assert main(["traverse", str(run), "--index", "3", "--steps", "2", "--values=-1,0,1", "--latents", str(npz)]) == 0
+
+    # a fresh start from the imported config would freeze random networks: refused, nothing written
+    code = main(["train", "-b", str(run / "configs" / "config.yaml"), "--run-dir", str(tmp_path / "fresh")])
+    assert code == 1 and not (tmp_path / "fresh").exists()
 
     # train -r continues at the original's step, with its learning rate and warm-up position
     code = main(["train", "-r", str(run), "--max-steps", str(STAGE3_STEP + 1), "--accelerator", "cpu",
@@ -363,13 +369,15 @@ def test_stage1_import_reconstructs_identically(tmp_path, kind):
 
     torch.manual_seed(0)
     ref = instantiate_from_config(DISDIFF_VQ if kind == "vq" else DISDIFF_KL).eval()
-    disc = NLayerDiscriminator(input_nc=3, ndf=64, n_layers=3)
+    disc = NLayerDiscriminator(input_nc=3, ndf=8, n_layers=1)  # a PatchGAN small enough for 16x16 images
     loss_state = {"discriminator." + k: v for k, v in disc.state_dict().items()}
     loss_state["perceptual_loss.net.slice1.0.weight"] = torch.zeros(2)  # LPIPS entries: known, not needed
     if kind == "kl":
         loss_state["logvar"] = torch.zeros(())
     ckpt = save_original(tmp_path / "ae.ckpt", stage1_state(ref, loss_state), global_step=40, lr=4.5e-6 * 256)
-    code, run = _import(tmp_path, ckpt, original_stage1_config(kind), "run1")
+    config = original_stage1_config(kind)
+    config["model"]["params"]["lossconfig"]["params"].update({"disc_num_layers": 1, "disc_ndf": 8})
+    code, run = _import(tmp_path, ckpt, config, "run1")
     assert code == 0
     config = OmegaConf.load(run / "configs" / "config.yaml")
     assert config.model.target == "disdiff.training.autoencoder_module.AutoencoderModule"
@@ -392,6 +400,16 @@ def test_stage1_import_reconstructs_identically(tmp_path, kind):
             h = ref.encode(x).mean
             assert torch.equal(model.decode_latent(h), ref.decode_latent(h))
 
+    # train -r: one more batch is two more optimiser steps
+    code = main(["train", "-r", str(run), "--max-steps", "82", "--accelerator", "cpu", "data.params.val_size=4",
+                 "data.params.num_workers=0", "lightning.trainer.limit_val_batches=0",
+                 "lightning.trainer.enable_progress_bar=false", "lightning.trainer.enable_model_summary=false",
+                 "lightning.image_logger.every_n_train_steps=0"])
+    assert code == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 82
+    assert [g["lr"] for o in resumed["optimizer_states"] for g in o["param_groups"]] == [4.5e-6 * 256] * 2
+
 
 def test_stage2_import_gives_identical_eps_raw_and_ema(tmp_path):
     from disdiff.training.ldm_module import load_pretrained_ldm
@@ -399,9 +417,13 @@ def test_stage2_import_gives_identical_eps_raw_and_ema(tmp_path):
     ref = reference_ldm("kl", seed=1, scale_factor=0.6)
     state = stage2_state(ref)
     assert "model_ema.diffusion_modelinput_blocks00weight" in state  # spec 10's example name
-    ckpt = save_original(tmp_path / "ldm.ckpt", state, global_step=321, lr=2.56e-4)
+    ckpt = save_original(tmp_path / "ldm.ckpt", state, global_step=321, lr=None)  # weights only, no optimiser
     code, run = _import(tmp_path, ckpt, original_stage2_config("kl"), "run2")
     assert code == 0
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    # no recorded optimiser: lr = batch 4 x base 2e-6 (scale_lr, one device), warm-up at step 321
+    assert saved["lr_schedulers"][0]["base_lrs"] == [pytest.approx(8e-6)]
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(8e-6 * (1e-6 + (1 - 1e-6) * 0.0321))
     z_t = torch.randn((3, 4, 8, 8), generator=torch.Generator().manual_seed(0))
     t = torch.tensor([5, 400, 900])
     for use_ema in (False, True):
