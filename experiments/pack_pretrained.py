@@ -1,9 +1,11 @@
-"""Write the stage-2 checkpoint that ships inside the package (src/disdiff/pretrained/...).
+"""Write the stage-1/2 checkpoints that ship inside the package (src/disdiff/pretrained/...).
 
     python experiments/pack_pretrained.py runs/s2_mc32/checkpoints/last.ckpt src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt
+    python experiments/pack_pretrained.py runs/s1/checkpoints/last.ckpt src/disdiff/pretrained/shapes3d-synth-32/stage1.ckpt
 
-Keeps what stage 3 needs (the UNet's raw and EMA weights, the first stage, the scale factor and
-schedule buffers, the hyper-parameters and the global step) and drops the optimiser, scheduler,
+Stage 2: keeps what stage 3 needs (the UNet's raw and EMA weights, the first stage, the scale
+factor and schedule buffers, the hyper-parameters and the global step). Stage 1: keeps the
+autoencoder and drops the loss module (discriminator). Both drop the optimiser, scheduler,
 loop and callback states. Network weights are stored as float16 to halve the file; they are cast
 back to float32 when loaded (load_state_dict copies into float32 parameters). The scale factor and
 the schedule buffers stay float32.
@@ -16,13 +18,15 @@ from pathlib import Path
 
 import torch
 
-HALF_PREFIXES = ("unet.", "ema.", "first_stage.")
+HALF_PREFIXES = ("unet.", "ema.", "first_stage.", "autoencoder.")
 
 
 def pack(source: Path, target: Path) -> None:
     ckpt = torch.load(source, map_location="cpu", weights_only=False)
     state = {}
     for key, value in ckpt["state_dict"].items():
+        if key.startswith("loss."):
+            continue  # stage 1's discriminator and LPIPS: training only
         if key.startswith("ema.") and not value.is_floating_point():
             state[key] = value  # EMA counters
         elif key.startswith(HALF_PREFIXES) and value.is_floating_point():
