@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import load_configs
 from disdiff.pipeline.progress import PipelineClock, PipelineProgressBar, format_minutes
-from disdiff.training.checkpoint_io import latest_checkpoint
+from disdiff.utils.checkpoints import latest_checkpoint
 from disdiff.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
