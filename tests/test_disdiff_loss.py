@@ -148,3 +148,20 @@ def test_frozen_reencoder(mode):
         assert torch.allclose(out, enc(x), atol=1e-6)
     with pytest.raises(ValueError):
         FrozenReencoder("frozen")
+
+
+def test_normalized_weights_opt_in_rescales_by_the_batch_mean_only():
+    sched, x_t, t, pred, z, decode, reencode = _setup()
+    concept = torch.tensor([2, 0, 1, 1])
+    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, z=z, concept=concept, decode=decode,
+                  reencode=reencode, loss_type="Z", dis_weight=0.05)
+    for scale in (1.0, 1e-3):  # the normalised loss does not shrink with the field
+        sub_grad = scale * 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(5))
+        plain = disentangling_loss(sub_grad=sub_grad, **kwargs)
+        norm = disentangling_loss(sub_grad=sub_grad, normalize_weight=True, **kwargs)
+        assert torch.allclose(norm.weight, plain.weight / plain.weight.mean(), rtol=1e-5)
+        assert torch.allclose(norm.weight.mean(), torch.tensor(1.0), rtol=1e-5)
+        assert torch.allclose(norm.loss, norm.weight * 0.05 * (norm.ce_variant + norm.ce_invariant))
+    # G = 0: still exactly zero (no 0/0)
+    zero = disentangling_loss(sub_grad=torch.zeros_like(x_t), normalize_weight=True, **kwargs)
+    assert torch.all(zero.weight == 0) and torch.all(zero.loss == 0)

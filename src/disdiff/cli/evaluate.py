@@ -148,6 +148,23 @@ def _print_table(records: list[dict]) -> None:
 
     if records:
         print(runs_markdown(records), end="")
+        probe = records[-1].get("probe")
+        if probe:
+            print(probe_text(probe, records[-1].get("step")), end="")
+
+
+def probe_text(probe: dict, step: int | None = None) -> str:
+    """The probe of one record as text: accuracy per factor (full code) and the best unit for it."""
+    lines = [f"linear probe of the full code{'' if step is None else f' (step {step})'}: test accuracy per factor"]
+    units = probe.get("unit_accuracy")
+    for k, name in enumerate(probe["factors"]):
+        line = f"  {name:<20} {probe['accuracy'][k]:.3f}  (chance {probe['chance'][k]:.3f})"
+        if units:
+            column = [row[k] for row in units]
+            best = max(range(len(column)), key=column.__getitem__)
+            line += f"  best unit {best}: {column[best]:.3f}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- modes

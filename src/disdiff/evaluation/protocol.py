@@ -31,6 +31,7 @@ from disdiff.evaluation.representations import (
 )
 from disdiff.evaluation.views import IndexObservations, LatentLookup
 from disdiff.metrics import METRICS, PAPER_METRICS, MetricError
+from disdiff.metrics import probe as probe_metric
 from disdiff.metrics import tad as tad_metric
 from disdiff.utils.io import atomic_write_json
 
@@ -203,8 +204,12 @@ def evaluation_record(info: DatasetInfo, metrics: list[str], settings: dict, red
 
 def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: Iterable[str] | None = None,
                              settings: Mapping[str, Mapping[str, Any]] | None = None, reduction: str | None = None,
-                             seed: int = 0, n_jobs: int = 1) -> dict:
-    """Full result record (JSON-ready) for loaded representations."""
+                             seed: int = 0, n_jobs: int = 1, probe: bool = True) -> dict:
+    """Full result record (JSON-ready) for loaded representations.
+
+    With ``probe`` (default) and a factor grid, the record also holds ``"probe"``: linear-probe
+    accuracies of the full, unreduced code per factor and per unit (:func:`probe_code`).
+    """
     metrics = list(metrics) if metrics is not None else list(info.default_metrics())
     reduction = reduction or info.default_reduction()
     resolved = resolve_settings(metrics, settings)
@@ -213,6 +218,11 @@ def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: 
     representation = reduce_units(reps.latents, reduction)
     reduce_seconds = round(time.perf_counter() - start, 3)
     scores, seconds = score_representation(representation, info, metrics, resolved, seed, n_jobs)
+    probe_result = None
+    if probe and info.is_factor_grid:
+        start_probe = time.perf_counter()
+        probe_result = probe_code(reps.latents, info, seed)
+        seconds["probe"] = round(time.perf_counter() - start_probe, 3)
     record = evaluation_record(info, metrics, resolved, reduction, seed)
     record.update({
         "step": reps.step, "representations": str(reps.path), "num_rows": reps.num_rows, "num_units": reps.num_units,
@@ -220,7 +230,22 @@ def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: 
         "metrics": _jsonable(scores), "headline": headline(scores),
         "seconds": {"reduce": reduce_seconds, **seconds, "total": round(time.perf_counter() - start, 3)},
     })
+    if probe_result is not None:
+        record["probe"] = _jsonable(probe_result)
     return record
+
+
+def probe_code(latents: np.ndarray, info: DatasetInfo, seed: int = 0,
+               settings: Mapping[str, Any] | None = None) -> dict:
+    """Linear-probe accuracies (:mod:`disdiff.metrics.probe`) of the full code ``latents`` (M, N, d)."""
+    latents = np.asarray(latents)
+    if latents.ndim != 3:
+        raise MetricError(f"probe needs latents shaped (M, N, d), got {latents.shape}")
+    options = {**probe_metric.DEFAULTS, **(settings or {})}
+    view = IndexObservations(info.factor_sizes, info.factor_names, info.label)
+    flat = latents.reshape(latents.shape[0], -1)
+    return probe_metric.compute(view, LatentLookup(flat), np.random.RandomState(seed), num_units=latents.shape[1],
+                                factor_names=info.factor_names, **options)
 
 
 def evaluate_file(path: str | Path, info: DatasetInfo, out_json: str | Path | None = None, **options) -> dict:

@@ -12,6 +12,12 @@ Per sample b, with the sampled unit ``c_b``:
 * constant weight ``w_b``: ``"Z"`` → mean_chw (z̃0 − z̃0^c)², ``"IM"`` → mean_chw (X − X^c)²;
 * ``dis_b = w_b · dis_weight · (CE_va + CE_in)``.
 
+Opt-in deviation (``normalize_weight=True``, off by default and not in the paper): ``w_b`` is
+divided by its (constant) batch mean, so ``dis_b = (w_b / mean_b' w_b') · dis_weight · (CE_va + CE_in)``.
+The published weight is proportional to ``G²`` and therefore vanishes while the shift decoder's
+output is small, i.e. for the whole of a short run; the normalised weight keeps the published
+per-sample emphasis but gives the loss the scale ``dis_weight · CE`` from the first step.
+
 ``G = 0`` (the shift decoder's zero-initialised output layer) gives ``w = 0`` and therefore a loss
 of exactly 0 at initialisation.
 
@@ -39,6 +45,7 @@ __all__ = [
     "sample_concepts",
     "FrozenReencoder",
     "sample_weights",
+    "normalized_weights",
     "dis_loss_from_codes",
     "DisLossOutput",
     "disentangling_loss",
@@ -109,6 +116,12 @@ def sample_weights(
     return diff.pow(2).flatten(1).mean(dim=1)
 
 
+def normalized_weights(weight: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
+    """``w_b / mean_b' w_b'`` (detached); all zeros when every weight is zero (G = 0)."""
+    weight = weight.detach()
+    return weight / weight.mean().clamp_min(eps)
+
+
 def dis_loss_from_codes(
     z: torch.Tensor,
     z_hat: torch.Tensor,
@@ -159,6 +172,7 @@ def disentangling_loss(
     reencode: Callable[[torch.Tensor], torch.Tensor],
     loss_type: str = "Z",
     dis_weight: float = 1.0,
+    normalize_weight: bool = False,
 ) -> DisLossOutput:
     """Spec 4.6 step 7.
 
@@ -180,6 +194,8 @@ def disentangling_loss(
     images_c = decode(x0_c)
     z_hat_c = _units(reencode(images_c), num_units)
     weight = sample_weights(loss_type, x0, x0_c, images, images_c)
+    if normalize_weight:
+        weight = normalized_weights(weight)
     loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight)
     return DisLossOutput(loss=loss, ce_variant=ce_va, ce_invariant=ce_in, weight=weight, concept=concept,
                          z_hat=z_hat, z_hat_c=z_hat_c)

@@ -104,6 +104,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     costliest network at 64×64) and the re-encoder — in bf16. Its logits compare two re-encodings
     (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size, hence
     a separate switch. tests/test_speed_options.py bounds both switches' difference to float32.
+    ``dis_weight_normalize`` (default false, the published loss): an opt-in deviation from the
+    paper that divides the disentangling loss's sample weights by their batch mean
+    (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while G is small.
     ``auto`` (what the published stage-3 configs ship) is on only on CPUs with native bf16
     instructions and off on accelerators (:mod:`disdiff.training.precision`); the resolved
     setting is logged when fitting starts.
@@ -135,6 +138,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         unit_pass: str = "auto",
         autocast_bf16: bool | str = False,
         autocast_bf16_dis_path: bool | str = False,
+        dis_weight_normalize: bool = False,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -215,6 +219,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
         self.dis_loss_type = dis_loss_type
         self.dis_weight = float(dis_weight)
+        self.dis_weight_normalize = bool(dis_weight_normalize)
         self.loss_type = loss_type
         self.warmup_steps = int(warmup_steps)
         self.weight_decay = float(weight_decay)
@@ -353,6 +358,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=lambda images: self._dis_path(self.reencoder, self.encoder, images),
                 loss_type=self.dis_loss_type, dis_weight=self.dis_weight,
+                normalize_weight=self.dis_weight_normalize,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis
