@@ -104,8 +104,8 @@ def test_packaged_stages_give_stage3_the_whole_budget(tmp_path):
     assert not (out / "stage1_autoencoder").exists() and not (out / "stage2_ldm").exists()
     assert _stage3_config(out)["model"]["params"]["ldm_ckpt"] == str(pretrained / "stage2.ckpt")
     done = json.loads((out / "stage3_disdiff" / "DONE.json").read_text())
-    # All training minutes to stage 3 (less what the earlier steps of this run used).
-    assert done["budget_minutes"] == pytest.approx(settings.training_minutes(), abs=0.25)
+    # All training minutes to stage 3 (less what the data step used), not its from-scratch half.
+    assert 0.9 * settings.training_minutes() < done["budget_minutes"] <= settings.training_minutes()
     markdown = md_path.read_text()
     assert f"packaged checkpoints in {pretrained}" in markdown and "stage2.ckpt (sha256 " in markdown
     assert "0.902" in markdown  # shapes3d-synth is shown next to the paper's Shapes3D figure

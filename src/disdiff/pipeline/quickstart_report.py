@@ -48,6 +48,7 @@ class CurvePoint:
     final: bool
     export_seconds: float = 0.0
     evaluate_seconds: float = 0.0
+    measured: bool = True  # False: its results came from an earlier invocation
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _metrics(report: Report, summary: QuickstartSummary) -> None:
 
 def _curve(report: Report, summary: QuickstartSummary, records: list[dict]) -> None:
     report.heading("Metric curve over the stage-3 steps")
-    seconds = {p.step: p.export_seconds + p.evaluate_seconds for p in summary.curve}
+    seconds = {p.step: p.export_seconds + p.evaluate_seconds for p in summary.curve if p.measured}
     rows = []
     for record in records:
         head = record.get("headline", {})

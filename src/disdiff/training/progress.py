@@ -57,21 +57,24 @@ class BudgetProgressBar(TQDMProgressBar):
             return None, float(len(trainer.optimizers)) if manual else 1.0 / trainer.accumulate_grad_batches
         return (now - start_time) / counted, max(trainer.global_step - start_step, 0) / counted
 
-    def _set_total(self, trainer: pl.Trainer, batches_done: int) -> None:
-        bar = self.train_progress_bar
-        if bar is None or bar.disable:
-            return
+    def _total(self, trainer: pl.Trainer, batches_done: int) -> int | None:
         seconds_per_batch, steps_per_batch = self._rates(trainer)
         left = remaining_batches(trainer, batches_done, seconds_per_batch, steps_per_batch)
-        bar.total = None if math.isinf(left) else batches_done + math.ceil(left)
+        return None if math.isinf(left) else batches_done + math.ceil(left)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        # Lightning's version shows the epoch's size first; here the bar starts with the right total.
+        if getattr(self, "_leave", False):
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # > 0 when resumed mid-epoch
-        self.train_progress_bar.initial = done
-        self._set_total(trainer, done)
+        bar.reset(total=self._total(trainer, done))
+        bar.initial = done
+        bar.set_description(f"Epoch {trainer.current_epoch}")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self._set_total(trainer, batch_idx + 1)
+        bar = self.train_progress_bar
+        if bar is not None and not bar.disable:
+            bar.total = self._total(trainer, batch_idx + 1)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
