@@ -9,8 +9,9 @@ and units), the gradient of the trained parameters is computed in float32 and wi
 
 * ``bf16``: ``autocast_bf16`` (denoiser and image encoder in bf16),
 * ``bf16_all``: ``autocast_bf16`` + ``autocast_bf16_dis_path`` (the first-stage decoder and the
-  re-encoder of the disentangling loss too; what the published configs' ``auto`` gives on a CPU
-  with native bf16),
+  re-encoder of the disentangling loss too; an opt-in since issue 13, the published configs ship
+  ``autocast_bf16: auto`` with ``autocast_bf16_dis_path: false``, i.e. ``bf16`` on a CPU with
+  native bf16),
 * ``fp32_perturbed``: float32 with the frozen UNet's weights multiplied by (1 + 0.4 % noise), the
   size of one bf16 rounding: the yardstick of how sensitive the gradient is to any change of
   that size,
@@ -35,10 +36,20 @@ from common import compare, perturb_frozen_unet  # noqa: E402
 
 
 def gradient(module, params, key: str, x, t, noise, concept) -> tuple[float, torch.Tensor]:
+    """Loss and gradient of one evaluation; the module's buffers are restored afterwards.
+
+    A training-mode pass moves the image encoder's BatchNorm running statistics, which the
+    re-encoder of the disentangling loss uses; without the restore every compared variant would
+    start from a different state (runs of this script before issue 13 did not restore them).
+    """
+    saved = {name: b.detach().clone() for name, b in module.named_buffers()}
     for p in params:
         p.grad = None
     out = module.compute_losses(x, t=t, noise=noise, concept=concept)
     out[key].backward()
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(saved[name])
     grads = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params])
     return float(out[key].detach()), grads
 

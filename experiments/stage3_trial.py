@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--quick-dci", action="store_true", help="DCI with 2000/1000 points for non-final steps")
     parser.add_argument("--eval-only", action="store_true")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     root = Path("runs/exp") / args.name
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}

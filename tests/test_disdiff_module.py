@@ -291,3 +291,19 @@ def test_packaged_configs_match_the_module_signature():
             assert params.dis_loss_type == "IM"
         if "synth" not in path.name:
             assert params.encoder_config.width == 128 and params.encoder_config.resolution == 64
+
+
+def test_encoder_lr_multiplier_gives_the_encoder_its_own_lr(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_lr_multiplier=4.0)
+    module.learning_rate = 1e-3
+    opt = module.configure_optimizers()["optimizer"]
+    denoiser_group, encoder_group = opt.param_groups
+    # the warm-up scheduler scales both groups alike; initial_lr is the lr it scales
+    assert denoiser_group["initial_lr"] == pytest.approx(1e-3) and encoder_group["initial_lr"] == pytest.approx(4e-3)
+    assert encoder_group["lr"] == pytest.approx(4 * denoiser_group["lr"])
+    # the two groups hold every trainable parameter exactly once
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(module.trainable_parameters()))
+    assert {id(p) for p in encoder_group["params"]} == {id(p) for p in module.encoder.parameters()}
+    with pytest.raises(ConfigError, match="encoder_lr_multiplier"):
+        make_module(ldm_ckpt, encoder_lr_multiplier=0)

@@ -8,12 +8,15 @@
   also flips for the few elements that bf16 moves across the kink (more, relatively, in a tiny
   model). For stage 3 the gradient is that of L_r (it reaches every trained parameter); the
   disentangling-loss path stays float32 under the switch (checked) unless
-  ``autocast_bf16_dis_path`` is also set. With both switches (what ``auto`` gives on a CPU with
-  native bf16) the gradient of the full loss is held to at most twice the error of a float32 run
-  whose frozen UNet weights move by 0.4 % (one bf16 rounding), and to the L1 tolerance above at
-  the published dis_weight. The disentangling gradient alone is not compared: in the tiny test
-  model any such change alters it almost completely, in float32 too. The
-  benchmark reports the same figures for the full loss at the small and published configurations
+  ``autocast_bf16_dis_path`` is also set. With both switches the gradient of the full loss is
+  held to at most twice the error of a float32 run whose frozen UNet weights move by 0.4 % (one
+  bf16 rounding), and to the L1 tolerance above at the published dis_weight. The gradient of the
+  disentangling term alone, at small G (G x 0.01, where every run starts), is compared with a
+  float64 computation: cosine >= 0.99 with bf16 on the denoiser only (the shipped setting), and
+  below 0.99 with bf16 on the disentangling path as well (why that switch is off in every shipped
+  config). Every compared evaluation starts from the same module state: a training-mode pass
+  moves the encoder's BatchNorm running statistics, which the re-encoder uses. The benchmark
+  reports the figures for the full loss at the small and published configurations
   (benchmarks/bench_training.py, ``numerics_vs_default``).
 * ``unit_pass`` (batched / looped) and the shared skip terms do not change the mathematics: the
   fields and gradients equal the plain per-unit loop to float32 rounding.
@@ -22,6 +25,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import warnings
 
@@ -50,11 +55,27 @@ GRAD_TOLERANCE = {"l2": (3e-2, 0.999), "l1": (1e-1, 0.99)}
 BATCH = 16
 
 
+@contextlib.contextmanager
+def _same_buffers(module):
+    """Restore ``module``'s buffers afterwards. A training-mode pass updates the image encoder's
+    BatchNorm running statistics, which the re-encoder of the disentangling loss uses: without
+    this, two evaluations compared with each other would start from different states (the
+    disentangling gradient of the same float32 computation run twice has cosine -0.77)."""
+    saved = {name: b.detach().clone() for name, b in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in module.named_buffers():
+                b.copy_(saved[name])
+
+
 def _loss_and_grads(module, params, fn):
     for p in params:
         p.grad = None
-    loss = fn()
-    loss.backward()
+    with _same_buffers(module):  # restored after the backward pass, which needs them unchanged
+        loss = fn()
+        loss.backward()
     grads = torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in params])
     return float(loss.detach()), grads
 
@@ -126,19 +147,24 @@ def test_bf16_auto_switches_the_module(ldm_ckpt, monkeypatch):
         assert seen == [expected] * 3  # shift decoder, then X and X^c
 
 
-def test_published_stage3_configs_ship_bf16_auto():
+def test_published_stage3_configs_ship_bf16_for_the_denoiser_only_and_the_raw_stage2_weights():
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
     import disdiff
 
-    folder = Path(disdiff.__file__).parent / "configs" / "disdiff"
-    published = [p for p in sorted(folder.glob("*-dis.yaml")) if "small" not in p.name]
+    folder = Path(disdiff.__file__).parent / "configs"
+    published = [p for p in sorted((folder / "disdiff").glob("*-dis.yaml")) if "small" not in p.name]
     assert len(published) == 8
     for path in published:
         params = OmegaConf.load(path).model.params
-        assert params.autocast_bf16 == "auto" and params.autocast_bf16_dis_path == "auto", path.name
+        assert params.autocast_bf16 == "auto" and params.autocast_bf16_dis_path is False, path.name
+        assert params.use_ema_unet is False, path.name  # the paper's runs froze the raw stage-2 weights
+    # no shipped config turns bf16 on for the disentangling path
+    for path in sorted(folder.rglob("*.yaml")):
+        params = OmegaConf.load(path).get("model", {}).get("params", {}) or {}
+        assert params.get("autocast_bf16_dis_path", False) is False, path
 
 
 def _stage3_inputs(m, seed=3):
@@ -177,11 +203,10 @@ def test_stage3_bf16_autocast_loss_and_gradients_within_tolerance(ldm_ckpt, loss
 
 @pytest.mark.parametrize("dis_weight", [0.05, 1.0])
 def test_stage3_bf16_everywhere_full_loss_gradient_within_tolerance(ldm_ckpt, dis_weight):
-    # Both switches (what ``auto`` selects on a CPU with native bf16), the full loss L_r + dis.
+    # Both switches (bf16 on the disentangling path too; opt-in), the full loss L_r + dis.
     # Stated tolerance: the gradient error is at most twice that of a float32 run whose frozen
     # UNet weights move by 0.4 % (one bf16 rounding); at the published dis_weight (0.05) the L1
-    # tolerance above holds as well. With dis_weight 1.0 the ill-conditioned disentangling
-    # gradient of this tiny model dominates: any such change moves the total by ~25 %, bf16 too.
+    # tolerance above holds as well.
     m = make_module(ldm_ckpt, dis_weight=dis_weight)
     randomize_shift_output(m, std=0.1)
     m.train()
@@ -211,14 +236,14 @@ def test_stage3_bf16_everywhere_full_loss_gradient_within_tolerance(ldm_ckpt, di
 
 def test_stage3_bf16_autocast_keeps_the_disentangling_path_in_float32(ldm_ckpt):
     # The disentangling loss compares two re-encodings whose difference is small while G is small;
-    # the first-stage decoder and the re-encoder stay float32 under the switch. (In this tiny model
-    # the re-encodings barely differ, so its gradient is ill-conditioned even in float32: a 0.4 %
-    # change of the frozen weights changes it completely; only the loss value is compared here.)
+    # the first-stage decoder and the re-encoder stay float32 under the switch (its gradient at
+    # small G: test_stage3_dis_gradient_at_small_G_keeps_float32_on_the_disentangling_path).
     m = make_module(ldm_ckpt, dis_weight=1.0)
     randomize_shift_output(m, std=0.1)
     m.train()
     x, t, noise, concept = _stage3_inputs(m)
-    out32 = m.compute_losses(x, t=t, noise=noise, concept=concept)
+    with _same_buffers(m):
+        out32 = m.compute_losses(x, t=t, noise=noise, concept=concept)
     m.autocast_bf16 = True
     dtypes = {"decoder": [], "encoder": [], "shift": []}
     hooks = [
@@ -227,7 +252,8 @@ def test_stage3_bf16_autocast_keeps_the_disentangling_path_in_float32(ldm_ckpt):
         m.denoiser.shift_out[-1].register_forward_hook(lambda mod, i, o: dtypes["shift"].append(o.dtype)),
     ]
     try:
-        out16 = m.compute_losses(x, t=t, noise=noise, concept=concept)
+        with _same_buffers(m):
+            out16 = m.compute_losses(x, t=t, noise=noise, concept=concept)
     finally:
         for h in hooks:
             h.remove()
@@ -244,7 +270,8 @@ def test_stage3_bf16_autocast_keeps_the_disentangling_path_in_float32(ldm_ckpt):
     dtypes["decoder"].clear()
     hook = m.first_stage.decoder.conv_out.register_forward_hook(lambda mod, i, o: dtypes["decoder"].append(o.dtype))
     try:
-        out_all = m.compute_losses(x, t=t, noise=noise, concept=concept)
+        with _same_buffers(m):
+            out_all = m.compute_losses(x, t=t, noise=noise, concept=concept)
     finally:
         hook.remove()
     assert dtypes["decoder"] == [torch.bfloat16, torch.bfloat16]
@@ -252,6 +279,46 @@ def test_stage3_bf16_autocast_keeps_the_disentangling_path_in_float32(ldm_ckpt):
     for key in ("loss_rec", "loss_dis", "loss"):
         a, b = float(out32[key].detach()), float(out_all[key].detach())
         assert abs(a - b) <= LOSS_RTOL * abs(a), key
+
+
+def _dis_gradient(module, x, t, noise, concept, bf16: bool, bf16_dis_path: bool) -> torch.Tensor:
+    """The gradient of the disentangling term alone w.r.t. the trained parameters (float64 out)."""
+    module.autocast_bf16, module.autocast_bf16_dis_path = bf16, bf16_dis_path
+    params = list(module.trainable_parameters())
+    with _same_buffers(module):
+        out = module.compute_losses(x, t=t, noise=noise, concept=concept)
+        assert float(out["loss_dis"]) > 0
+        grads = torch.autograd.grad(out["loss_dis"], params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten().double() for g, p in zip(grads, params)])
+
+
+def test_stage3_dis_gradient_at_small_G_keeps_float32_on_the_disentangling_path(ldm_ckpt):
+    # While G is small (every run starts at G = 0), the disentangling logits are small differences
+    # of two re-encodings. With G scaled by 0.01, bf16 on the denoiser (and image encoder) with the
+    # disentangling path in float32 -- the shipped setting -- keeps the gradient of the
+    # disentangling term at cosine >= 0.99 to a float64 computation; bf16 on that path too falls
+    # below (0.88 here; 0.98 / 0.73 / 0.41 at G x 1 / 0.1 / 0.01 in the published-size model,
+    # issue 13), which is why autocast_bf16_dis_path is false in every shipped config.
+    base = make_module(ldm_ckpt, dis_weight=1.0)
+    randomize_shift_output(base, std=0.05)
+    with torch.no_grad():
+        base.denoiser.shift_out[-1].weight.mul_(0.01)  # G is linear in the last layer: G x 0.01
+        base.denoiser.shift_out[-1].bias.mul_(0.01)
+    base.train()
+    x, t, noise, concept = _stage3_inputs(base)
+    reference = copy.deepcopy(base).double()
+    g64 = _dis_gradient(reference, x.double(), t, noise.double(), concept, False, False)
+    assert any(p.dtype == torch.float64 for p in reference.trainable_parameters())
+
+    def cosine(g):
+        return float(torch.nn.functional.cosine_similarity(g[None], g64[None]))
+
+    g32 = _dis_gradient(copy.deepcopy(base), x, t, noise, concept, False, False)
+    g_denoiser = _dis_gradient(copy.deepcopy(base), x, t, noise, concept, True, False)
+    g_all = _dis_gradient(copy.deepcopy(base), x, t, noise, concept, True, True)
+    assert cosine(g32) >= 0.9999, cosine(g32)
+    assert cosine(g_denoiser) >= 0.99, cosine(g_denoiser)
+    assert cosine(g_all) < 0.99, cosine(g_all)  # the hazard the shipped default avoids
 
 
 @pytest.mark.parametrize("loss_type", ["l1", "l2"])

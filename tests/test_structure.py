@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "disdiff"
 #: Lower numbers are lower layers; a package may import its own modules and lower layers only.
 LAYERS = {"config": 0, "utils": 1, "data": 2, "diffusion": 2, "metrics": 3, "models": 3, "evaluation": 4,
-          "inference": 4, "training": 5, "api": 6, "pipeline": 7, "cli": 8, "__main__": 9}
+          "inference": 4, "training": 5, "api": 6, "pipeline": 7, "interop": 7, "cli": 8, "__main__": 9}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -41,7 +41,7 @@ from torch import nn
 
 from disdiff.models.part_embedding import PartEmbedding
 from disdiff.models.unet import UNetModel, build_decoder_half, run_decoder_half
-from disdiff.models.unet_blocks import ConditionedBlock, ResBlock, TimestepBlock
+from disdiff.models.unet_blocks import ConditionedBlock, ResBlock, TimestepBlock, norm_dtype
 
 __all__ = ["ResBlockShift", "DisDiffDenoiser", "SharedInput", "UNIT_PASSES", "choose_unit_pass"]
 
@@ -100,12 +100,12 @@ def _group_norm_channels(norm: nn.GroupNorm, x: torch.Tensor, start: int, stop: 
     """``norm`` (a GroupNorm32) applied to channels ``[start, stop)`` only, ``x`` holding exactly those.
 
     ``start``/``stop`` are group boundaries, so this equals the corresponding channels of ``norm``
-    applied to the full input (statistics are per group; computed in float32 like GroupNorm32).
+    applied to the full input (statistics are per group; computed in at least float32 like GroupNorm32).
     """
     per_group = norm.num_channels // norm.num_groups
     weight = norm.weight[start:stop] if norm.weight is not None else None
     bias = norm.bias[start:stop] if norm.bias is not None else None
-    return F.group_norm(x.float(), (stop - start) // per_group, weight, bias, norm.eps).type(x.dtype)
+    return F.group_norm(x.to(norm_dtype(x)), (stop - start) // per_group, weight, bias, norm.eps).type(x.dtype)
 
 
 @dataclass

@@ -235,7 +235,8 @@ class UNetModel(nn.Module):
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         """``time_embed(sinusoid(t))``, shape ``(B, 4·model_channels)``."""
-        return self.time_embed(timestep_embedding(t, self.model_channels))
+        sinusoid = timestep_embedding(t, self.model_channels)
+        return self.time_embed(sinusoid.to(self.time_embed[0].weight.dtype))
 
     def encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the encoder half: returns ``(emb, hs)``, hs = every input-block output (hs[-1] = h0)."""

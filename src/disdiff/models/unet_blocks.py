@@ -17,6 +17,7 @@ from torch import nn
 
 __all__ = [
     "timestep_embedding",
+    "norm_dtype",
     "GroupNorm32",
     "normalization",
     "zero_module",
@@ -51,11 +52,16 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def norm_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype normalisation is computed in: float32 for half-precision inputs, else the input's (e.g. float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype, cast back afterwards."""
+    """GroupNorm computed in at least float32 (half-precision inputs in float32), cast back afterwards."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x.to(norm_dtype(x))).type(x.dtype)
 
 
 def normalization(channels: int, num_groups: int = 32) -> GroupNorm32:

@@ -102,14 +102,19 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     the disentangling-loss path stay float32. ``autocast_bf16_dis_path`` (true | false | auto;
     default false; needs ``autocast_bf16``) also runs that path — the first-stage decoder (its
     costliest network at 64×64) and the re-encoder — in bf16. Its logits compare two re-encodings
-    (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size, hence
-    a separate switch. tests/test_speed_options.py bounds both switches' difference to float32.
+    (δ_k = ‖ẑ_k − ẑ^c_k‖) whose difference bf16 resolves only to about 2⁻⁸ of their size; while
+    the shift field G is small (every run starts at G = 0) that error swamps them and the
+    disentangling gradient goes wrong (cosine 0.41 to float64 at G × 0.01 in the published-size
+    model, issue 13), so every shipped config keeps it false. tests/test_speed_options.py bounds
+    both switches' difference to float32, and the disentangling gradient at small G to float64.
+    ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
+    (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
+    auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     ``dis_weight_normalize`` (default false, the published loss): an opt-in deviation from the
     paper that divides the disentangling loss's sample weights by their batch mean
     (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while G is small.
-    ``auto`` (what the published stage-3 configs ship) is on only on CPUs with native bf16
-    instructions and off on accelerators (:mod:`disdiff.training.precision`); the resolved
-    setting is logged when fitting starts.
+    ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
+    shift decoder's times this factor (a second AdamW parameter group).
     """
 
     def __init__(
@@ -139,6 +144,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         autocast_bf16: bool | str = False,
         autocast_bf16_dis_path: bool | str = False,
         dis_weight_normalize: bool = False,
+        encoder_lr_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -220,6 +226,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.dis_loss_type = dis_loss_type
         self.dis_weight = float(dis_weight)
         self.dis_weight_normalize = bool(dis_weight_normalize)
+        if float(encoder_lr_multiplier) <= 0:
+            raise ConfigError(f"encoder_lr_multiplier must be > 0, got {encoder_lr_multiplier}")
+        self.encoder_lr_multiplier = float(encoder_lr_multiplier)
         self.loss_type = loss_type
         self.warmup_steps = int(warmup_steps)
         self.weight_decay = float(weight_decay)
@@ -323,8 +332,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         B = x.shape[0]
         device = x.device
         z0 = self.encode_images(x)
+        work = torch.promote_types(x.dtype, torch.float32)  # float32 (float64 for a float64 reference)
         with self._autocast():
-            z = self.encode_representation(x).float()
+            z = self.encode_representation(x).to(work)
         if t is None:
             if generator is None:
                 t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
@@ -341,7 +351,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         z_t = q_sample(self.schedule, z0, t, noise)
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
-        pred, fields = pred.float(), fields.float()
+        pred, fields = pred.to(work), fields.to(work)
         out_grad = fields.sum(dim=1)
         shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
         eps_hat = pred + shift_coef * out_grad
@@ -406,7 +416,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         return out["loss"]
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.learning_rate, weight_decay=self.weight_decay)
+        # Two groups only so that the encoder's lr can differ (encoder_lr_multiplier, default 1:
+        # then this is exactly one AdamW over all trainable parameters, as published).
+        groups = [{"params": list(self.denoiser.trainable_parameters()), "lr": self.learning_rate},
+                  {"params": list(self.encoder.parameters()), "lr": self.learning_rate * self.encoder_lr_multiplier}]
+        opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 

@@ -93,6 +93,22 @@ def validate_config(config: DictConfig) -> None:
         raise ConfigError(f"model.base_learning_rate must be a number, got {base_lr!r}")
 
 
+def check_fresh_start(config: DictConfig, resume: bool) -> None:
+    """A stage-3 config carrying ``stage2`` without ``ldm_ckpt`` (an imported run, ``disdiff
+    import-original``) keeps its frozen weights in the run's checkpoint: it can be resumed, but a
+    fresh start would freeze randomly initialised stage-1/2 networks."""
+    params = config.model.get("params") or {}
+    if resume or not str(config.model.get("target", "")).endswith("DisDiffModule"):
+        return
+    if params.get("stage2") is not None and params.get("ldm_ckpt") in (None, "", "???"):
+        raise ConfigError(
+            "this stage-3 config has model.params.stage2 and no ldm_ckpt: it describes a run whose frozen stage-1/2 "
+            "weights are in that run's checkpoint (e.g. an imported one); resume it with -r RUN_DIR, or start a new "
+            "stage 3 from a stage-2 run (import the original stage-2 checkpoint with disdiff import-original) with "
+            "model.params.ldm_ckpt=<stage-2 run> and without model.params.stage2"
+        )
+
+
 @dataclass
 class LearningRate:
     base: float
@@ -364,6 +380,7 @@ def train(
     """
     validate_config(config)
     resume = resume_ckpt is not None if resume is None else bool(resume)
+    check_fresh_start(config, resume)
     primary = is_primary_process()
     if primary:
         run.check(config, resume=resume, overwrite=overwrite)
