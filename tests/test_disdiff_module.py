@@ -307,3 +307,35 @@ def test_encoder_lr_multiplier_gives_the_encoder_its_own_lr(ldm_ckpt):
     assert {id(p) for p in encoder_group["params"]} == {id(p) for p in module.encoder.parameters()}
     with pytest.raises(ConfigError, match="encoder_lr_multiplier"):
         make_module(ldm_ckpt, encoder_lr_multiplier=0)
+
+
+def test_train_reencoder_lets_the_disentangling_loss_reach_the_encoder_weights(ldm_ckpt):
+    """Published: Ê is a frozen copy, so with a field G that does not depend on the encoder the
+    disentangling loss gives the encoder's weights no gradient; with train_reencoder (the
+    original's train_enc_flag) it does, through the re-encoding of the shifted prediction."""
+    from disdiff.models.disentangling_loss import disentangling_loss
+
+    x = random_images(4, seed=3)
+    for flag in (False, True):
+        module = make_module(ldm_ckpt, train_reencoder=flag)
+        module.train()
+        g = torch.Generator().manual_seed(0)
+        z0 = module.encode_images(x)
+        t = torch.tensor([100, 400, 700, 999])
+        z_t = module.schedule.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1) * z0 + \
+            module.schedule.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1) * torch.randn(z0.shape, generator=g)
+        with torch.no_grad():
+            pred = module.denoiser.unet(z_t, t)
+            z = module.encode_representation(x)
+        sub_grad = (0.3 * torch.randn(z0.shape, generator=g)).requires_grad_(True)  # independent of the encoder
+        out = disentangling_loss(schedule=module.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z,
+                                 concept=torch.tensor([0, 1, 2, 0]),
+                                 decode=lambda lat: module.decode_latents(lat, quantize=False),
+                                 reencode=module._reencode, dis_weight=1.0)
+        module.zero_grad()
+        out.loss.sum().backward()
+        total = sum(float(p.grad.abs().sum()) for p in module.encoder.parameters() if p.grad is not None)
+        if flag:
+            assert total > 0
+        else:
+            assert total == 0

@@ -113,6 +113,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``dis_weight_normalize`` (default false, the published loss): an opt-in deviation from the
     paper that divides the disentangling loss's sample weights by their batch mean
     (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while G is small.
+    ``train_reencoder`` (default false, as published; the original's ``train_enc_flag``): the
+    disentangling loss re-encodes with the live encoder instead of a frozen copy, so its gradient
+    also reaches the encoder's weights through the re-encodings, not only through the shift
+    decoder's conditioning.
     ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
     shift decoder's times this factor (a second AdamW parameter group).
     """
@@ -145,6 +149,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         autocast_bf16_dis_path: bool | str = False,
         dis_weight_normalize: bool = False,
         encoder_lr_multiplier: float = 1.0,
+        train_reencoder: bool = False,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -219,6 +224,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
                               f"stage-3 config: {exc}") from exc
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
+        self.train_reencoder = bool(train_reencoder)
         # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
         # does not require grad; the encoder is never averaged, spec 1.3).
         self.ema = EMA(self.denoiser, decay=ema_decay) if use_ema else None
@@ -320,6 +326,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         with self._autocast():
             return fn(*args, **kwargs).float()
 
+    def _reencode(self, images: torch.Tensor) -> torch.Tensor:
+        """Ê(images): the frozen copy (published), or the live encoder with ``train_reencoder``."""
+        if self.train_reencoder:
+            # The original's train_enc_flag: the live encoder in its current mode (batch statistics
+            # while training), so the disentangling loss also reaches the encoder's weights here.
+            return self._dis_path(self.encoder, images)
+        return self._dis_path(self.reencoder, self.encoder, images)
+
     def compute_losses(
         self,
         x: torch.Tensor,
@@ -366,7 +380,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             dis = disentangling_loss(
                 schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
-                reencode=lambda images: self._dis_path(self.reencoder, self.encoder, images),
+                reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=self.dis_weight,
                 normalize_weight=self.dis_weight_normalize,
             )
