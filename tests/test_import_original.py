@@ -233,7 +233,9 @@ def test_imported_stage3_run_is_a_normal_run(stage3):
     assert meta["imported_from"]["original_global_step"] == STAGE3_STEP and meta["stage"] == "disdiff"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == STAGE3_STEP and saved["epoch"] == 5
-    assert saved["lr_schedulers"][0]["base_lrs"] == [STAGE3_LR]  # the original run's learning rate
+    # the original run's learning rate, in both of stage 3's parameter groups (shift decoder, encoder;
+    # encoder_lr_multiplier 1 as published)
+    assert saved["lr_schedulers"][0]["base_lrs"] == [STAGE3_LR, STAGE3_LR]
     assert saved["lr_schedulers"][0]["last_epoch"] == STAGE3_STEP  # and its warm-up position
     assert not list(run.parent.glob(".run.importing-*"))
 

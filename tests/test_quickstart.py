@@ -1,80 +1,227 @@
-"""The quickstart end to end at a tiny budget: stages, export, evaluation, figures, report, resume."""
+"""The quickstart end to end at a tiny budget: a bring-your-own dataset, the packaged-stages and
+from-scratch paths, an unlabeled dataset, bad input, the console, the report, resume."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
+from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_pretrained, tiny_settings
 
+from disdiff.cli.main import main
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
 
-TINY_OVERRIDES = {
-    # Tiny networks so that each stage makes several steps within seconds on a CPU.
-    "autoencoder": ["model.params.autoencoder_config.params.ddconfig.ch=8",
-                    "model.params.autoencoder_config.params.ddconfig.num_groups=4",
-                    "model.params.autoencoder_config.params.n_embed=32",
-                    "data.params.batch_size=8", "lightning.checkpoint.every_n_train_steps=4"],
-    "ldm": ["model.params.unet_config.params.model_channels=16", "model.params.unet_config.params.num_groups=8",
-            "model.params.unet_config.params.num_heads=2", "model.params.log_ddim_steps=3",
-            "data.params.batch_size=8", "lightning.checkpoint.every_n_train_steps=4"],
-    "disdiff": ["model.params.encoder_config.width=16", "model.params.log_ddim_steps=3",
-                "data.params.batch_size=8", "lightning.checkpoint.every_n_train_steps=4"],
-}
 
-
-@pytest.fixture()
-def tiny_settings(tmp_path, monkeypatch):
+@pytest.fixture(autouse=True)
+def _small(tmp_path, monkeypatch):
     monkeypatch.setenv("DISDIFF_CACHE", str(tmp_path / "cache"))
-    return QuickstartSettings(
-        out=tmp_path / "qs", minutes=0.6, seed=0, resolution=16, factor_sizes=[2, 2, 2, 2, 4, 3],
-        overrides=TINY_OVERRIDES, figure_steps=2,
-        metrics_settings=["beta_vae.num_train=200", "beta_vae.num_eval=100", "factor_vae.num_train=200",
-                          "factor_vae.num_eval=100", "factor_vae.num_variance_estimate=500", "dci.num_train=200",
-                          "dci.num_test=100", "mig.num_train=500"],
-    )
+    # The probe's published sizes (10,000 + 5,000 points) are more than a 16-image test needs.
+    from disdiff.metrics import probe
+
+    monkeypatch.setitem(probe.DEFAULTS, "num_train", 300)
+    monkeypatch.setitem(probe.DEFAULTS, "num_test", 100)
 
 
-def test_quickstart_tiny_end_to_end_and_resume(tiny_settings):
-    md_path, html_path = Quickstart(tiny_settings).run()
-    out = tiny_settings.out
-    for stage in ("stage1_autoencoder", "stage2_ldm", "stage3_disdiff"):
-        done = json.loads((out / stage / "DONE.json").read_text())
-        assert done["global_step"] > 0
-        assert (out / stage / "checkpoints" / "last.ckpt").is_file()
-    reps = sorted((out / "stage3_disdiff" / "representations").glob("step=*.npz"))
-    assert len(reps) == 1
-    records = sorted((out / "stage3_disdiff" / "metrics").glob("step=*.json"))
-    assert records, "evaluation wrote no metrics"
-    headline = json.loads(records[-1].read_text())["headline"]
+def _stage3_config(out):
+    return yaml.safe_load((out / "stage3_disdiff" / "configs" / "config.yaml").read_text())
+
+
+def _table_rows(markdown: str, first_header: str) -> list[list[str]]:
+    """Rows of the markdown table whose header starts with ``first_header``."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
+    npz = make_grid_npz(tmp_path / "grid.npz", sizes=(4, 4), size=32, grey=True)
+    settings = tiny_settings(tmp_path / "qs", dataset=str(npz))
+    md_path, html_path = Quickstart(settings).run()
+    out = settings.out
+
+    # The console holds the stage lines and nothing else; the rest went to the log file.
+    console = capsys.readouterr()
+    lines = console.out.splitlines()
+    assert lines and all(STAGE_LINE.match(line) for line in lines), [x for x in lines if not STAGE_LINE.match(x)][:3]
+    assert console.err == ""
+    for title in ("data grid.npz", "stage 1 autoencoder", "stage 2 LDM", "stage 3 DisDiff", "export", "evaluate",
+                  "figures", "metric curve", "report"):
+        assert any(f"] {title}: " in line for line in lines), title
+    log = (out / "quickstart.log").read_text()
+    assert "GPU available" in log  # Lightning's own messages are in the log ...
+    assert "GPU available" not in console.out  # ... not on the console
+
+    # 32x32 grey images became 16x16 RGB for the networks; N = the number of factors.
+    config = _stage3_config(out)
+    assert config["data"]["params"]["dataset"] == str(npz.resolve())
+    assert config["data"]["params"]["dataset_options"] == {"resolution": 16, "rgb": True}
+    assert config["model"]["params"]["num_units"] == 2
+    assert config["model"]["params"]["encoder_config"]["resolution"] == 16
+
+    markdown = md_path.read_text()
+    assert markdown.startswith("# DisDiff quickstart on grid.npz")
+    assert "paper" not in markdown.lower()  # no published figure for this dataset
+    metrics = {row[0]: row[1] for row in _table_rows(markdown, "metric")}
     for name in ("FactorVAE", "DCI", "MIG", "beta-VAE"):
-        assert 0.0 <= headline[name] <= 1.0
+        assert 0.0 <= float(metrics[name]) <= 1.0
+    # The metric curve: the final checkpoint and earlier ones, by step, with its plot.
+    curve = _table_rows(markdown, "stage-3 step")
+    steps = [int(row[0]) for row in curve]
+    assert steps == sorted(steps) and len(steps) >= 3 and steps[-1] == 12
+    assert all(0.0 <= float(row[1]) <= 1.0 for row in curve)
+    assert "dci.num_test 50 (published 5000)" in curve[0][5]  # an earlier point: fewer DCI points, said so
+    assert "dci.num_test 100 (published 5000)" in curve[-1][5]
+    assert Image.open(out / "figures" / "metric_curve.png").size[0] > 100
+    # The probe: one row per factor, accuracy at every evaluated step.
+    probe = _table_rows(markdown, "factor")
+    assert [row[0] for row in probe] == ["side", "brightness"] and len(probe[0]) == 2 + len(steps)
     for figure in ("swap.png", "swap_partial.png", "traverse.png", "dataset_preview.png"):
         assert (out / "figures" / figure).stat().st_size > 0
-    markdown = md_path.read_text()
-    assert "FactorVAE" in markdown and "0.902" in markdown  # ours next to the paper's
     html = html_path.read_text()
     assert "data:image/png;base64," in html and "<table>" in html  # self-contained
 
     # Run again: everything is complete, so nothing is retrained or recomputed.
-    mtimes = {p: p.stat().st_mtime for p in out.rglob("*.ckpt")}
-    rep_mtime = reps[0].stat().st_mtime
-    Quickstart(tiny_settings).run()
-    assert {p: p.stat().st_mtime for p in out.rglob("*.ckpt")} == mtimes
-    assert reps[0].stat().st_mtime == rep_mtime
+    mtimes = {p: p.stat().st_mtime for p in [*out.rglob("*.ckpt"), *out.rglob("*.npz"), *out.rglob("step=*.json")]}
+    Quickstart(settings).run()
+    assert {p: p.stat().st_mtime for p in mtimes} == mtimes
 
 
-def test_quickstart_resumes_a_stage_in_progress(tiny_settings):
-    quick = Quickstart(tiny_settings)
+def test_packaged_stages_give_stage3_the_whole_budget(tmp_path):
+    pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
+    settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32,
+                             factor_sizes=[2, 2, 2, 2, 2, 3], pretrained_dir=pretrained)
+    md_path, _ = Quickstart(settings).run()
+    out = settings.out
+    assert not (out / "stage1_autoencoder").exists() and not (out / "stage2_ldm").exists()
+    assert _stage3_config(out)["model"]["params"]["ldm_ckpt"] == str(pretrained / "stage2.ckpt")
+    done = json.loads((out / "stage3_disdiff" / "DONE.json").read_text())
+    # All training minutes to stage 3 (less what the data step used), not its from-scratch half.
+    assert 0.9 * settings.training_minutes() < done["budget_minutes"] <= settings.training_minutes()
+    markdown = md_path.read_text()
+    assert f"packaged checkpoints in {pretrained}" in markdown and "stage2.ckpt (sha256 " in markdown
+    assert "0.902" in markdown  # shapes3d-synth is shown next to the paper's Shapes3D figure
+    assert len(_table_rows(markdown, "stage-3 step")) >= 3
+    assert [row[0] for row in _table_rows(markdown, "factor")][:2] == ["floor_hue", "wall_hue"]
+
+
+def test_from_scratch_trains_all_stages_despite_packaged_ones(tmp_path):
+    pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
+    settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32,
+                             factor_sizes=[2, 2, 2, 2, 2, 3], pretrained_dir=pretrained, from_scratch=True)
+    md_path, _ = Quickstart(settings).run()
+    out = settings.out
+    for stage in ("stage1_autoencoder", "stage2_ldm", "stage3_disdiff"):
+        assert json.loads((out / stage / "DONE.json").read_text())["global_step"] > 0
+    assert str(out / "stage2_ldm") in _stage3_config(out)["model"]["params"]["ldm_ckpt"]
+    markdown = md_path.read_text()
+    assert "trained from scratch in this run (--from-scratch)" in markdown
+    assert len(_table_rows(markdown, "stage-3 step")) >= 3
+
+
+def test_unlabeled_dataset_trains_draws_grids_and_says_why_no_metrics(tmp_path, capsys):
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"{i:06d}.jpg" for i in range(1, 21)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(root / "img_align_celeba" / name)
+    attributes = ["Smiling", "Young"]
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(names)}\n{' '.join(attributes)}\n" + "".join(f"{n} 1 -1\n" for n in names))
+    settings = tiny_settings(tmp_path / "qs", dataset=str(root))
+    md_path, _ = Quickstart(settings).run()
+    markdown = md_path.read_text()
+    assert "No metrics: celeba has no ground-truth factor labels" in markdown
+    assert not (settings.out / "stage3_disdiff" / "metrics").exists()
+    for figure in ("swap.png", "swap_partial.png", "traverse.png"):
+        assert (settings.out / "figures" / figure).stat().st_size > 0
+    assert _stage3_config(settings.out)["model"]["params"]["num_units"] == 6
+    lines = capsys.readouterr().out.splitlines()
+    assert all(STAGE_LINE.match(line) for line in lines)
+    assert any("] evaluate: skipped" in line for line in lines)
+
+
+# ------------------------------------------------------------------------------------ bad input
+def _fails_before_training(tmp_path, capsys, *args):
+    out = tmp_path / "qs"
+    code = main(["quickstart", "--out", str(out), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("disdiff quickstart: error: ")
+    assert not out.exists()  # nothing written, nothing trained
+    return err[0]
+
+
+def test_missing_dataset_file(tmp_path, capsys):
+    message = _fails_before_training(tmp_path, capsys, "--dataset", str(tmp_path / "nowhere.npz"))
+    assert "--dataset" in message and "nowhere.npz" in message and "no such file" in message
+
+
+def test_dataset_too_small_for_a_validation_split(tmp_path, capsys):
+    npz = make_grid_npz(tmp_path / "tiny.npz", sizes=(3, 3))
+    message = _fails_before_training(tmp_path, capsys, "--dataset", str(npz), "--resolution", "16")
+    assert "9 images are too few" in message and "at least 10" in message and "tiny.npz" in message
+
+
+def test_resolution_not_a_multiple_of_16(tmp_path, capsys):
+    message = _fails_before_training(tmp_path, capsys, "--resolution", "40")
+    assert "--resolution 40" in message and "multiple of 16" in message
+
+
+def test_output_folder_of_another_run_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "qs"
+    out.mkdir()
+    previous = {"identity": {"dataset": "shapes3d-synth", "resolution": 32, "factor_sizes": None, "units": 6,
+                             "seed": 1, "from_scratch": False, "stages": {}}}
+    (out / "quickstart.json").write_text(json.dumps(previous))
+    npz = make_grid_npz(tmp_path / "grid.npz")
+    code = main(["quickstart", "--out", str(out), "--dataset", str(npz), "--resolution", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "holds a quickstart run with other settings" in err[0]
+    assert json.loads((out / "quickstart.json").read_text()) == previous
+    assert sorted(p.name for p in out.iterdir()) == ["quickstart.json"]
+
+
+def test_units_override_the_number_of_factors(tmp_path):
+    npz = make_grid_npz(tmp_path / "grid.npz")
+    quick = Quickstart(tiny_settings(tmp_path / "qs", dataset=str(npz), units=5))
+    quick.prepare()
+    assert quick.data.units == 5 and quick.stage_config("disdiff").model.params.num_units == 5
+    assert not (tmp_path / "qs").exists()
+
+
+# ------------------------------------------------------------------------------ resume, budget
+def test_quickstart_resumes_a_stage_in_progress(tmp_path):
+    from disdiff.pipeline.console import Console
+
+    def quickstart(max_steps: int) -> Quickstart:
+        overrides = {**TINY_OVERRIDES, "autoencoder": [*TINY_OVERRIDES["autoencoder"],
+                                                       f"lightning.trainer.max_steps={max_steps}"]}
+        quick = Quickstart(tiny_settings(tmp_path / "qs", factor_sizes=[2, 2, 2, 2, 4, 3], overrides=overrides),
+                           console=Console())
+        quick.prepare()
+        return quick
+
+    quick = quickstart(4)
     quick.out.mkdir(parents=True)
     quick.train_stage("autoencoder")
     # Simulate an interruption during stage 1: no DONE marker, but a last.ckpt.
     (quick.done_marker("autoencoder")).unlink()
     first_step = json.loads((quick.stage_dir("autoencoder") / "run.json").read_text())["invocations"][0]
     assert first_step["resume_from"] is None
+    quick = quickstart(8)
     quick.train_stage("autoencoder")
     invocations = json.loads((quick.stage_dir("autoencoder") / "run.json").read_text())["invocations"]
     assert invocations[-1]["resume_from"].endswith(".ckpt")
+    assert json.loads(quick.done_marker("autoencoder").read_text())["global_step"] == 8
     # The loss history of the first invocation survives the resume.
     logs = quick.stage_dir("autoencoder") / "logs"
     assert (logs / "metrics.part0.csv").is_file()
@@ -93,7 +240,7 @@ def _series(path):
 
 def test_stage_budgets_absorb_an_earlier_overrun(tmp_path):
     settings = QuickstartSettings(out=tmp_path / "qs", minutes=20.0)
-    shares = settings.stage_minutes()  # 17 training minutes split 0.2 / 0.3 / 0.5
+    shares = settings.stage_minutes()  # 15 training minutes split 0.2 / 0.3 / 0.5
     qs = Quickstart(settings)
     # on time: every stage gets its share
     assert qs.stage_budget_minutes("autoencoder") == pytest.approx(shares["autoencoder"], abs=0.01)

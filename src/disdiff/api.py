@@ -81,8 +81,8 @@ class DisDiff:
     @classmethod
     def load(cls, path: str | Path, map_location: Any = "cpu", use_ema: bool = True) -> "DisDiff":
         """Load a run directory (its ``last.ckpt``) or a stage-3 checkpoint file."""
-        from disdiff.training.checkpoint_io import load_checkpoint_file
         from disdiff.training.disdiff_module import DisDiffModule
+        from disdiff.utils.checkpoints import load_checkpoint_file
 
         ckpt_path, run_dir = resolve_checkpoint(path)
         ckpt = load_checkpoint_file(ckpt_path, map_location="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from disdiff.config import ConfigError
 from disdiff.data.base import DatasetError
+from disdiff.pipeline.dataset import QuickstartError
 
 
 class UserError(ValueError):
@@ -11,7 +12,7 @@ class UserError(ValueError):
 
 
 # OSError: a file that cannot be read or written (missing, disk full, no permission), named in the message.
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DatasetError, OSError)
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, ConfigError, DatasetError, QuickstartError, OSError)
 
 
 def is_user_error(exc: BaseException) -> bool:

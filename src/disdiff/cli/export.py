@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from disdiff.cli.errors import UserError
+from disdiff.evaluation.export import export_representations, run_dataset_spec, save_representations  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +57,6 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise UserError(f"--dataset-option {pair!r}: cannot parse the value: {exc}") from exc
     return options
-
-
-def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], str | None]:
-    """(dataset name, options, data_dir) the run was trained on, from its saved config (if any)."""
-    if run_dir is None:
-        return None, {}, None
-    path = run_dir / "configs" / "config.yaml"
-    if not path.is_file():
-        return None, {}, None
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    params = ((config or {}).get("data") or {}).get("params") or {}
-    name = params.get("dataset")
-    return (str(name) if name is not None else None, dict(params.get("dataset_options") or {}), params.get("data_dir"))
 
 
 def open_dataset(args: argparse.Namespace, run_dir: Path | None):
@@ -115,23 +99,6 @@ def check_geometry(model, dataset) -> None:
                         "pick the matching dataset options (e.g. --dataset-option resolution=...)")
 
 
-# ---------------------------------------------------------------------------------------------
-# export
-# ---------------------------------------------------------------------------------------------
-def export_representations(model, dataset, batch_size: int = 256, progress: bool = True) -> np.ndarray:
-    """Latents (M, N, d) float32 of every dataset image, row i = canonical image i."""
-    from tqdm.auto import tqdm
-
-    M = len(dataset)
-    out = np.empty((M, model.num_units, model.unit_dim), dtype=np.float32)
-    starts = range(0, M, int(batch_size))
-    for start in tqdm(starts, desc="export", unit="batch", disable=not progress, file=sys.stderr):
-        idx = np.arange(start, min(start + int(batch_size), M))
-        z = model.encode(dataset.images(idx), batch_size=len(idx))
-        out[idx] = z.detach().cpu().numpy().astype(np.float32)
-    return out
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="write the representations of a whole dataset (npz for evaluate)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,8 +113,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from disdiff.utils.io import atomic_save_npz
-
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     model = load_model(args)
@@ -162,7 +127,6 @@ def run_export(args: argparse.Namespace) -> int:
     name, _, dataset = open_dataset(args, model.run_dir)
     check_geometry(model, dataset)
     latents = export_representations(model, dataset, args.batch_size, progress=not args.no_progress)
-    atomic_save_npz(out, latents=latents, global_step=np.int64(model.global_step), dataset=np.str_(name),
-                    factor_sizes=np.asarray(dataset.factor_sizes, dtype=np.int64))
+    save_representations(out, latents, model.global_step, name, dataset)
     print(f"wrote {out}: latents {latents.shape} (step {model.global_step})")
     return 0

@@ -22,8 +22,6 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from disdiff.cli.errors import UserError
 from disdiff.cli.export import add_dataset_arguments, add_model_arguments, check_geometry, load_model, open_dataset
 
@@ -85,9 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_swap(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
-    from disdiff.utils.images import make_grid, save_png
+    from disdiff.inference.figures import pick_sources, swap_figures
+    from disdiff.utils.images import save_png
 
     check_sampling(args)
     model = load_model(args, use_ema=not args.no_ema)
@@ -98,28 +95,16 @@ def run_swap(args: argparse.Namespace) -> int:
     if indices is None:
         if args.num_sources < 1:
             raise UserError(f"--num-sources must be positive, got {args.num_sources}")
-        rng = np.random.RandomState(args.seed)
-        indices = sorted(rng.choice(n, size=min(args.num_sources, n), replace=False).tolist())
+        indices = pick_sources(n, args.num_sources, args.seed)
     check_indices(indices, n, "--indices")
     reference = indices[0] if args.reference is None else int(args.reference)
     check_indices([reference], n, "--reference")
 
-    sources = torch.from_numpy(dataset.images(indices))
-    ref_image = torch.from_numpy(dataset.images([reference]))
-    z_src = model.encode(sources)
-    z_ref = model.encode(ref_image)
-    own = model.generate(torch.cat([z_ref, z_src]), args.steps, args.eta, seed=args.seed)
-    blank = torch.ones_like(ref_image)
-
     modes = ["full", "partial"] if args.mode == "both" else [args.mode]
     base = Path(args.out) if args.out else default_figure_path(model, "swap")
+    grids = swap_figures(model, dataset, indices, reference, args.steps, args.eta, args.seed, modes, args.progress)
     written = []
-    for mode in modes:
-        grid = model.swap_grid(z_src, z_ref, args.steps, args.eta, args.seed, partial=(mode == "partial"),
-                               progress=args.progress)
-        rows = [torch.cat([ref_image, sources]).to(grid), own.to(grid)]
-        rows += [torch.cat([blank.to(grid), grid[k]]) for k in range(grid.shape[0])]
-        image = make_grid(torch.cat(rows), ncol=len(indices) + 1)
+    for mode, image in grids.items():
         path = base if (mode == "full" or args.mode != "both") else base.with_name(base.stem + "_partial" + base.suffix)
         save_png(image, path)
         written.append(path)

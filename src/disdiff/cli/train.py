@@ -57,7 +57,7 @@ def _resolve_resume(resume: str) -> tuple[Path, Path]:
     if path.is_file():
         return path.parent.parent, path
     if path.is_dir():
-        from disdiff.training.checkpoint_io import latest_checkpoint
+        from disdiff.utils.checkpoints import latest_checkpoint
 
         return path, latest_checkpoint(path / "checkpoints")
     raise UserError(f"-r/--resume: {resume} is neither a run directory nor a checkpoint file")

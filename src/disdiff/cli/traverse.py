@@ -51,10 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_traverse(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-
-    from disdiff.inference import pca_directions, traverse
-    from disdiff.utils.images import make_grid, save_png
+    from disdiff.inference.figures import pca_codes, traverse_figure
+    from disdiff.utils.images import save_png
 
     check_sampling(args)
     values = parse_values(args.values)
@@ -77,16 +75,9 @@ def run_traverse(args: argparse.Namespace) -> int:
     else:
         if args.pca_samples < 2:
             raise UserError(f"--pca-samples must be at least 2, got {args.pca_samples}")
-        rng = np.random.RandomState(args.seed)
-        idx = np.sort(rng.choice(n, size=min(args.pca_samples, n), replace=False))
-        codes = model.encode(torch.from_numpy(dataset.images(idx))).cpu().numpy()
-    directions, std, _ = pca_directions(codes)
-
-    image = torch.from_numpy(dataset.images([args.index]))
-    z = model.encode(image)[0]
-    grid = traverse(model.module, z, directions, std, values, args.steps, args.eta, args.seed, progress=args.progress)
-    rows = [torch.cat([image.to(grid), grid[k]]) for k in range(grid.shape[0])]
+        codes = pca_codes(model, dataset, args.pca_samples, args.seed)
+    image = traverse_figure(model, dataset, args.index, codes, values, args.steps, args.eta, args.seed, args.progress)
     out = Path(args.out) if args.out else default_figure_path(model, f"traverse-{args.index}")
-    save_png(make_grid(torch.cat(rows), ncol=len(values) + 1), out)
+    save_png(image, out)
     print(f"wrote {out}")
     return 0

@@ -10,10 +10,18 @@ dataset view below turns each list into a batch.
 * Training batches are reshuffled every epoch, deterministically from ``seed`` and the epoch.
 * ``predict_dataloader()`` (and ``test_dataloader()``) go through the whole dataset in canonical
   order without shuffling (representation export for the metrics).
+* Resumable: the training loader is a :class:`ResumableDataLoader`, whose sampler state (seed,
+  epoch, batches of the epoch already trained) Lightning stores in every checkpoint and restores
+  on resume, so a run resumed mid-epoch trains on exactly the batches the uninterrupted run would
+  have. :class:`disdiff.training.callbacks.SamplerProgress` tells the sampler how many batches of
+  the epoch have been trained (what the loader itself has handed out includes batches Lightning
+  fetched ahead). The loaders draw their worker base seed from their own generator, so creating
+  an iterator never advances the global torch RNG that training draws its noise from.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator, Sequence
 
 import lightning as L
@@ -22,6 +30,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from disdiff.data.base import DatasetError, GroundTruthDataset
+
+log = logging.getLogger(__name__)
 
 
 class BatchView(Dataset):
@@ -56,6 +66,10 @@ class IndexBatchSampler(Sampler):
 
     ``shuffle``: a new permutation every epoch, from ``seed`` and the epoch number (call
     ``set_epoch``; otherwise the sampler counts its own passes).
+
+    Its state (:meth:`state_dict`) is the epoch and ``batches_trained``, the number of batches of
+    that epoch that training has consumed; after :meth:`load_state_dict` the pass over that epoch
+    starts after those batches.
     """
 
     def __init__(self, indices: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
@@ -66,6 +80,8 @@ class IndexBatchSampler(Sampler):
         self.drop_last = drop_last
         self.epoch = 0
         self._explicit_epoch = False
+        self.batches_trained = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to skip) of a restored state
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -80,11 +96,59 @@ class IndexBatchSampler(Sampler):
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
             order = order[rng.permutation(len(order))]
+        skip = 0
+        if self._resume is not None:
+            if self._resume[0] == self.epoch:
+                skip = self._resume[1]
+            self._resume = None
+        self.batches_trained = skip
         if not self._explicit_epoch:
             self.epoch += 1
         stop = len(self) * self.batch_size
-        for start in range(0, stop, self.batch_size):
+        for start in range(skip * self.batch_size, stop, self.batch_size):
             yield order[start:start + self.batch_size]
+
+    # ------------------------------------------------------------------ state
+    def _identity(self) -> dict[str, int | bool]:
+        return {"seed": self.seed, "batch_size": self.batch_size, "num_indices": int(len(self.indices)),
+                "shuffle": bool(self.shuffle)}
+
+    def state_dict(self) -> dict[str, int | bool]:
+        """Plain ints (checkpoints are read with ``weights_only=True``)."""
+        return {**self._identity(), "epoch": int(self.epoch), "batches_trained": int(self.batches_trained)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume the pass over ``state["epoch"]`` after its ``batches_trained`` batches.
+
+        A state saved by a sampler over other indices, with another seed or batch size cannot be
+        continued exactly; then the epoch restarts from its first batch, with a warning.
+        """
+        saved = {key: state.get(key) for key in self._identity()}
+        if saved != self._identity():
+            log.warning("the checkpoint's training sampler differs from this one (%s, now %s): the resumed epoch "
+                        "starts from its first batch", saved, self._identity())
+            return
+        self._resume = (int(state["epoch"]), int(state["batches_trained"]))
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose :meth:`state_dict` is its :class:`IndexBatchSampler`'s (Lightning's stateful-loader protocol).
+
+    Under DDP Lightning wraps the sampler in a distributed one; the state is then empty and a
+    resumed epoch starts from its first batch, as with any non-resumable loader.
+    """
+
+    def index_sampler(self) -> IndexBatchSampler | None:
+        return self.sampler if isinstance(self.sampler, IndexBatchSampler) else None
+
+    def state_dict(self) -> dict:
+        sampler = self.index_sampler()
+        return {"sampler": sampler.state_dict()} if sampler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        sampler = self.index_sampler()
+        if sampler is not None and state.get("sampler"):
+            sampler.load_state_dict(state["sampler"])
 
 
 def _plain(options: Any) -> dict:
@@ -158,17 +222,21 @@ class GroundTruthDataModule(L.LightningDataModule):
             self.train_indices, self.val_indices = split_indices(self.dataset.num_images, self.val_size, self.seed)
 
     # ------------------------------------------------------------- dataloaders
-    def _loader(self, sampler: IndexBatchSampler) -> DataLoader:
-        return DataLoader(BatchView(self.dataset), batch_size=None, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                          worker_init_fn=reopen_in_worker if self.num_workers > 0 else None)
+    def _loader(self, sampler: IndexBatchSampler, resumable: bool = False) -> DataLoader:
+        # Its own generator: DataLoader.__iter__ draws the workers' base seed from it, which would
+        # otherwise advance the global RNG whenever an iterator is made (e.g. on resume).
+        generator = torch.Generator().manual_seed(self.seed)
+        cls = ResumableDataLoader if resumable else DataLoader
+        return cls(BatchView(self.dataset), batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                   pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                   worker_init_fn=reopen_in_worker if self.num_workers > 0 else None, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         drop_last = len(self.train_indices) >= self.batch_size
         # Lightning calls sampler.set_epoch(epoch) at every epoch start.
         sampler = IndexBatchSampler(self.train_indices, self.batch_size, shuffle=True, seed=self.seed, drop_last=drop_last)
-        return self._loader(sampler)
+        return self._loader(sampler, resumable=True)
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup("validate")

@@ -1,131 +1,110 @@
-"""The quickstart: the whole method on the built-in dataset, with no download and no configuration.
+"""The quickstart: the whole method on one dataset, with no configuration, within a time budget.
 
 Steps, each skipped when its output is already complete (so an interrupted run resumes):
 
-1. render ``shapes3d-synth`` and draw its factor preview;
-2. train stage 1 (VQ autoencoder), stage 2 (latent diffusion) and stage 3 (DisDiff) with the small
-   CPU configs, each within its share of the time budget (a stage in progress resumes from its
-   ``last.ckpt``, and Lightning restores how much of its time it has already used);
-3. export the representations of the whole dataset, evaluate the four paper metrics;
+1. open and check the dataset (``shapes3d-synth`` by default, or ``--dataset``; bad input stops
+   here, before anything is written) and draw its preview;
+2. train the stages the plan names (:mod:`disdiff.pipeline.pretrained`): stage 3 alone from the
+   packaged stage-1/2 checkpoints, or all three stages from scratch, each within its share of the
+   budget (a stage in progress resumes from its ``last.ckpt`` exactly where it stopped);
+3. export the representations of the whole dataset and evaluate the final stage-3 checkpoint at
+   the published settings (skipped, with the reason, for a dataset without factor labels);
 4. draw the swap and traversal grids;
-5. write ``report.md`` and a self-contained ``report.html``.
+5. the metric curve: export and evaluate earlier stage-3 checkpoints as the budget allows;
+6. write ``report.md`` and a self-contained ``report.html``.
+
+The console shows one line per step (:mod:`disdiff.pipeline.progress`); everything else goes to
+``<out>/quickstart.log``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import load_configs
-from disdiff.pipeline.progress import PipelineClock, PipelineProgressBar, format_minutes
-from disdiff.training.checkpoint_io import latest_checkpoint
+from disdiff.pipeline.console import Console, output_to_log
+from disdiff.pipeline.curve import merge_settings, parse_settings, select_curve_steps, step_checkpoints
+from disdiff.pipeline.dataset import QuickstartData, QuickstartError, prepare_dataset
+from disdiff.pipeline.layout import QuickstartLayout
+from disdiff.pipeline.pretrained import StagePlan, plan_stages
+from disdiff.pipeline.progress import PipelineClock, StageLine, StageProgress, format_minutes
+from disdiff.pipeline.quickstart_report import HEADLINE, CurvePoint, QuickstartSummary, build_report
+from disdiff.pipeline.settings import STAGE_CONFIGS, STAGE_TITLES, STAGES, QuickstartSettings
+from disdiff.utils.checkpoints import latest_checkpoint
 from disdiff.utils.io import atomic_write_json
 
-log = logging.getLogger(__name__)
+__all__ = ["Quickstart", "QuickstartError", "QuickstartSettings"]
 
-STAGES = ("autoencoder", "ldm", "disdiff")
-# Each stage: the small model config, then the quickstart's data and trainer block.
-STAGE_CONFIGS = {
-    "autoencoder": ["autoencoder/shapes3d-synth-vq-f4-small.yaml", "quickstart/autoencoder-run.yaml"],
-    "ldm": ["ldm/shapes3d-synth-vq-small.yaml", "quickstart/ldm-run.yaml"],
-    "disdiff": ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"],
-}
-STEP_NAMES = ["data", *STAGES, "export", "evaluate", "figures", "report"]
-
-
-@dataclass
-class QuickstartSettings:
-    out: Path
-    minutes: float = 30.0
-    seed: int = 0
-    resolution: int = 32
-    factor_sizes: list[int] | None = None  # None: the full Shapes3D-sized grid (480,000 images)
-    # Shares of the training budget; what is left after ``overhead_minutes`` is split this way.
-    shares: tuple[float, float, float] = (0.2, 0.3, 0.5)
-    overhead_fraction: float = 0.15  # export + evaluation + figures, as a fraction of the budget
-    # Part of each stage's share left for what runs after its training time is up (the last
-    # validation, checkpoint and image grids): 31 s of a 12.75-minute stage-3 share in a 30-minute run.
-    stage_tail_fraction: float = 0.05
-    overrides: dict[str, list[str]] | None = None  # extra dotlist overrides per stage
-    metrics_settings: list[str] | None = None  # e.g. ["dci.num_train=1000"] for tiny test runs
-    figure_steps: int = 50
-
-    def stage_minutes(self) -> dict[str, float]:
-        training = self.minutes * (1.0 - self.overhead_fraction)
-        total = sum(self.shares)
-        return {stage: training * share / total for stage, share in zip(STAGES, self.shares)}
-
-    def dataset_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"resolution": self.resolution}
-        if self.factor_sizes is not None:
-            options["factor_sizes"] = list(self.factor_sizes)
-        return options
+#: Seconds kept back for the report when deciding whether another curve point fits the budget.
+REPORT_RESERVE_SECONDS = 15.0
 
 
 class Quickstart:
-    def __init__(self, settings: QuickstartSettings) -> None:
+    def __init__(self, settings: QuickstartSettings, console: Console | None = None) -> None:
         self.settings = settings
-        self.out = Path(settings.out)
-        self.clock = PipelineClock(settings.minutes * 60.0, STEP_NAMES)
+        self.layout = QuickstartLayout(Path(settings.out))
+        self.out = self.layout.out
+        self.console = console
         self.timings: dict[str, float] = {}
+        self.data: QuickstartData | None = None
+        self.plan: StagePlan | None = None
+        self.curve: list[CurvePoint] = []
+        self.notes: list[str] = []
+        self.clock = PipelineClock(settings.minutes * 60.0, self.step_names(STAGES))
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def step_names(trained: tuple[str, ...]) -> list[str]:
+        return ["data", *trained, "export", "evaluate", "figures", "curve", "report"]
+
     def stage_dir(self, stage: str) -> Path:
-        return self.out / f"stage{STAGES.index(stage) + 1}_{stage}"
+        return self.layout.stage_dir(stage)
 
     def done_marker(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "DONE.json"
+        return self.layout.done_marker(stage)
 
-    def _timed(self, name: str, func, *args, **kwargs):
-        self.clock.enter(name)
+    def line(self, step: str, title: str | None = None) -> StageLine:
+        return StageLine(self.console, self.clock, step, title or STAGE_TITLES.get(step, step))
+
+    def _timed(self, name: str, func: Callable, *args: Any, **kwargs: Any) -> Any:
         start = time.monotonic()
-        result = func(*args, **kwargs)
-        self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
-        return result
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
 
     def stage_config(self, stage: str) -> DictConfig:
-        s = self.settings
-        overrides = list((s.overrides or {}).get(stage, []))
-        config = load_configs(STAGE_CONFIGS[stage], overrides)
-        config.data.params.dataset_options = OmegaConf.merge(
-            config.data.params.get("dataset_options") or {}, s.dataset_options()
-        )
-        if s.factor_sizes is not None:  # a reduced grid: hold out at most a tenth of it
-            num_images = int(np.prod(s.factor_sizes))
-            config.data.params.val_size = max(1, min(int(config.data.params.get("val_size", 256)), num_images // 10))
-        params = config.model.params
+        s, data, plan = self.settings, self.data, self.plan
+        assert data is not None and plan is not None
+        config = load_configs(STAGE_CONFIGS[stage], list((s.overrides or {}).get(stage, [])))
+        params = config.data.params
+        params.dataset = data.spec
+        params.dataset_options = OmegaConf.merge(params.get("dataset_options") or {}, data.options)
+        params.val_size = data.val_size
+        if s.data_dir is not None:
+            params.data_dir = s.data_dir
+        model = config.model.params
         if stage == "autoencoder":
-            params.autoencoder_config.params.ddconfig.resolution = s.resolution
+            model.autoencoder_config.params.ddconfig.resolution = s.resolution
         elif stage == "ldm":
             from disdiff.models.autoencoder import latent_shape_of
 
             stage1 = OmegaConf.load(self.stage_dir("autoencoder") / "configs" / "config.yaml")
-            params.first_stage_config = stage1.model.params.autoencoder_config
-            params.first_stage_ckpt = str(latest_checkpoint(self.stage_dir("autoencoder") / "checkpoints"))
-            params.unet_config.params.image_size = latent_shape_of(params.first_stage_config)[-1]
+            model.first_stage_config = stage1.model.params.autoencoder_config
+            model.first_stage_ckpt = str(latest_checkpoint(self.stage_dir("autoencoder") / "checkpoints"))
+            model.unet_config.params.image_size = latent_shape_of(model.first_stage_config)[-1]
         elif stage == "disdiff":
-            params.ldm_ckpt = str(latest_checkpoint(self.stage_dir("ldm") / "checkpoints"))
-            params.encoder_config.resolution = s.resolution
+            stage2 = plan.stage2_checkpoint or latest_checkpoint(self.stage_dir("ldm") / "checkpoints")
+            model.ldm_ckpt = str(stage2)
+            model.encoder_config.resolution = s.resolution
+            model.num_units = data.units
         return config
-
-    # ------------------------------------------------------------------ steps
-    def render(self) -> Path:
-        from disdiff.data.preview import save_preview
-        from disdiff.data.registry import load_dataset
-
-        preview = self.out / "figures" / "dataset_preview.png"
-        dataset = load_dataset("shapes3d-synth", **self.settings.dataset_options())
-        dataset.images_uint8([0])  # renders (or reuses) the on-disk cache
-        if not preview.is_file():
-            save_preview(dataset, preview, seed=self.settings.seed, name="shapes3d-synth")
-        return preview
 
     def stage_budget_minutes(self, stage: str) -> float:
         """Training minutes for ``stage``: its share, cut to what this invocation's clock has left
@@ -136,30 +115,76 @@ class Quickstart:
         Lightning's timer counts the training time of earlier invocations too (it is restored
         on resume), so a resumed stage still gets its whole share.
         """
-        shares = self.settings.stage_minutes()
-        later = sum(shares[s] for s in STAGES[STAGES.index(stage) + 1:])
+        trained = self.plan.trained if self.plan is not None else STAGES
+        shares = self.settings.stage_minutes(trained)
+        later = sum(shares[s] for s in trained[trained.index(stage) + 1:])
         reserve = self.settings.minutes * self.settings.overhead_fraction
         available = self.clock.seconds_left() / 60.0 - later - reserve
         return max(min(shares[stage], available), 0.1 * shares[stage])
 
+    # ------------------------------------------------------------------ checks
+    def check_output_folder(self) -> None:
+        """An output folder holds one run: refuse to continue one made with other settings."""
+        path = self.layout.settings_file
+        if not path.is_file():
+            return
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        current = self.identity()
+        old = previous.get("identity")
+        if old is not None and old != current:
+            changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+            raise QuickstartError(
+                f"--out {self.out} holds a quickstart run with other settings ({', '.join(changed)}: "
+                + "; ".join(f"{k} {old.get(k)!r} there, {current.get(k)!r} now" for k in changed)
+                + "); choose another --out or delete that folder")
+
+    def identity(self) -> dict[str, Any]:
+        assert self.data is not None and self.plan is not None
+        return {**self.settings.identity(), "dataset": self.data.spec, "units": self.data.units,
+                "stages": self.plan.as_json()}
+
+    # ------------------------------------------------------------------ steps
+    def draw_preview(self) -> Path:
+        from disdiff.data.preview import save_preview
+
+        preview = self.layout.figures / "dataset_preview.png"
+        line = self.line("data", f"data {self.data.label}")
+        line.update(f"{self.data.num_images} images at {self.settings.resolution}x{self.settings.resolution}")
+        self.data.dataset.images_uint8([0])  # renders (or reuses) shapes3d-synth's on-disk cache
+        if not preview.is_file():
+            save_preview(self.data.dataset, preview, seed=self.settings.seed, name=self.data.label)
+        line.done(f"{self.data.num_images} images at {self.settings.resolution}x{self.settings.resolution}, "
+                  f"{self._factor_text()}, {self.data.units} units")
+        return preview
+
+    def _factor_text(self) -> str:
+        if not self.data.is_factor_grid:
+            return "no factor labels"
+        sizes = self.data.dataset.factor_sizes
+        return f"{len(sizes)} factors ({'x'.join(str(s) for s in sizes)})"
+
     def train_stage(self, stage: str) -> None:
         from disdiff.training.run import RunDirectory, train
 
+        line = self.line(stage)
         if self.done_marker(stage).is_file():
-            print(f"  {stage}: already trained, skipping ({self.stage_dir(stage)})", flush=True)
+            line.done(f"already trained, {self.layout.read_done(stage).get('global_step', '?')} steps (skipped)")
             return
         run = RunDirectory(self.stage_dir(stage))
         resume = latest_checkpoint(run.checkpoint_dir)
         resume = resume if resume.is_file() else None
-        if resume is not None:
-            print(f"  {stage}: resuming from {resume}", flush=True)
         config = self.stage_config(stage)
         minutes = self.stage_budget_minutes(stage)
         training_seconds = round(minutes * 60 * (1.0 - self.settings.stage_tail_fraction))
+        line.update(f"{'resuming from ' + resume.name if resume else 'starting'}, "
+                    f"{format_minutes(training_seconds)} of training")
         trainer = train(
             config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
             trainer_overrides={"max_time": {"seconds": training_seconds}, "accelerator": "cpu", "devices": 1},
-            extra_callbacks=[PipelineProgressBar(self.clock)],
+            extra_callbacks=[StageProgress(line)],
             argv=["disdiff", "quickstart", f"--stage={stage}"],
         )
         atomic_write_json(self.done_marker(stage), {
@@ -169,65 +194,186 @@ class Quickstart:
             "training_seconds": round(float(_timer_elapsed(trainer)), 1),
         })
 
-    def export(self) -> Path:
-        from disdiff.cli.main import main
+    def final_step(self) -> int:
+        return int(self.layout.read_done("disdiff")["global_step"])
 
-        run = self.stage_dir("disdiff")
-        step = json.loads(self.done_marker("disdiff").read_text())["global_step"]
-        path = run / "representations" / f"step={step:08d}.npz"
+    def export(self, step: int, checkpoint: Path | None = None) -> Path:
+        """Representations of the whole dataset by the stage-3 checkpoint of ``step`` (kept if already written)."""
+        from disdiff.api import DisDiff
+        from disdiff.evaluation.export import export_representations, save_representations
+
+        path = self.layout.representations_file(step)
         if not path.is_file():
-            _check(main(["export", str(run), "--out", str(path)]), "export")
+            model = DisDiff.load(checkpoint or self.stage_dir("disdiff"))
+            if model.global_step != step:
+                raise RuntimeError(f"{checkpoint or self.stage_dir('disdiff')} holds step {model.global_step}, not {step}")
+            latents = export_representations(model, self.data.dataset, progress=False)
+            save_representations(path, latents, step, self.data.spec, self.data.dataset)
         return path
 
-    def evaluate(self, representations: Path) -> Path:
-        from disdiff.cli.main import main
+    def evaluate(self, representations: Path, step: int, settings: dict[str, dict[str, Any]]) -> dict:
+        """The metrics record of one representations file (recomputed unless current)."""
+        from disdiff.evaluation import runs
+        from disdiff.evaluation.protocol import DatasetInfo
 
-        run = self.stage_dir("disdiff")
-        args = ["evaluate", str(run)]
-        for setting in self.settings.metrics_settings or []:
-            args += ["--set", setting]
-        _check(main(args), "evaluate")
-        return run / "metrics"
+        info = DatasetInfo.of(self.data.dataset, label=self.data.spec)
+        options = {"metrics": None, "settings": settings, "reduction": None, "seed": 0, "num_units": None}
+        out_json = self.layout.metrics_file(step)
+        if not runs.is_current(out_json, runs.expected_record(info, options)):
+            job = runs.Job(representations, out_json, step)
+            # The threads training used (--threads, else torch's choice): more BLAS threads than free
+            # cores make the metrics' solvers many times slower on a shared machine.
+            result = runs.run_jobs([job], info, options, processes=1, threads=torch.get_num_threads())[0]
+            if not result.ok:
+                raise RuntimeError(f"quickstart: evaluating step {step} failed: {result.message}")
+        runs.refresh_outputs(self.layout.metrics, self.stage_dir("disdiff").name)
+        return json.loads(out_json.read_text())
+
+    def export_and_evaluate_final(self) -> None:
+        step = self.final_step()
+        cached = self.layout.representations_file(step).is_file() and self.layout.metrics_file(step).is_file()
+        line = self.line("export")
+        line.update(f"step {step}: encoding {self.data.num_images} images")
+        start = time.monotonic()
+        path = self._timed("export", self.export, step)
+        export_seconds = time.monotonic() - start
+        line.done(f"step {step}: {self.data.num_images} images in {format_minutes(export_seconds)}")
+        line = self.line("evaluate")
+        line.update(f"step {step}: FactorVAE, DCI, MIG, beta-VAE and the probe")
+        start = time.monotonic()
+        record = self._timed("evaluate", self.evaluate, path, step, self._settings(final=True))
+        head = record.get("headline", {})
+        line.done(f"step {step}: " + ", ".join(f"{k} {head[k]:.3f}" for k in HEADLINE if isinstance(head.get(k), float))
+                  + f" in {format_minutes(time.monotonic() - start)}")
+        self.curve.append(CurvePoint(step, final=True, export_seconds=export_seconds,
+                                     evaluate_seconds=time.monotonic() - start, measured=not cached))
+
+    def _settings(self, final: bool) -> dict[str, dict[str, Any]]:
+        user = parse_settings(self.settings.metrics_settings)
+        return user if final else merge_settings(user, parse_settings(self.settings.curve_settings))
 
     def figures(self) -> dict[str, Path]:
-        from disdiff.cli.main import main
+        from disdiff.api import DisDiff
+        from disdiff.inference.figures import pca_codes, pick_sources, swap_figures, traverse_figure
+        from disdiff.utils.images import save_png
 
-        run = self.stage_dir("disdiff")
-        figures = self.out / "figures"
-        steps = str(self.settings.figure_steps)
-        swap = figures / "swap.png"
-        partial = figures / "swap_partial.png"
-        traverse = figures / "traverse.png"
-        if not (swap.is_file() and partial.is_file()):
-            _check(main(["swap", str(run), "--mode", "both", "--steps", steps, "--seed", str(self.settings.seed),
-                         "--out", str(swap)]), "swap")
-        if not traverse.is_file():
-            representations = sorted((run / "representations").glob("step=*.npz"))
-            extra = ["--latents", str(representations[-1])] if representations else []
-            _check(main(["traverse", str(run), "--steps", steps, "--seed", str(self.settings.seed), "--out", str(traverse),
-                         *extra]), "traverse")
-        return {"swap": swap, "swap_partial": partial, "traverse": traverse}
+        line = self.line("figures")
+        figures = self.layout.figures
+        paths = {"swap": figures / "swap.png", "swap_partial": figures / "swap_partial.png",
+                 "traverse": figures / "traverse.png"}
+        if all(p.is_file() for p in paths.values()):
+            line.done("already drawn (skipped)")
+            return paths
+        s, dataset = self.settings, self.data.dataset
+        model = DisDiff.load(self.stage_dir("disdiff"))
+        line.update(f"swap grids ({s.figure_steps} DDIM steps)")
+        indices = pick_sources(len(dataset), 8, s.seed)
+        grids = swap_figures(model, dataset, indices, indices[0], s.figure_steps, 1.0, s.seed)
+        save_png(grids["full"], paths["swap"])
+        save_png(grids["partial"], paths["swap_partial"])
+        line.update("traversal grid")
+        exported = self.layout.representations_file(model.global_step)
+        if exported.is_file():
+            import numpy as np
+
+            with np.load(exported) as npz:
+                codes = np.asarray(npz["latents"], dtype=np.float32)
+        else:
+            codes = pca_codes(model, dataset, 2000, s.seed)
+        values = [-2.0, -1.0, 0.0, 1.0, 2.0]
+        save_png(traverse_figure(model, dataset, 0, codes, values, s.figure_steps, 0.0, s.seed), paths["traverse"])
+        line.done("swap, partial swap and traversal grids drawn")
+        return paths
+
+    def metric_curve(self) -> None:
+        """Export and evaluate earlier stage-3 checkpoints (cheaper settings) while the budget allows."""
+        line = self.line("curve", "metric curve")
+        final = self.final_step()
+        available = step_checkpoints(self.stage_dir("disdiff") / "checkpoints")
+        chosen = [s for s in select_curve_steps([*available, final], self.settings.curve_points) if s != final]
+        if not chosen:
+            line.done("no earlier checkpoint to evaluate")
+            return
+        # Time of one more point: the final checkpoint's, until an earlier one has been measured.
+        estimate = sum(p.export_seconds + p.evaluate_seconds for p in self.curve if p.final and p.measured)
+        done = 0
+        for index, step in enumerate(chosen):
+            cached = self.layout.metrics_file(step).is_file()
+            if not cached and self.clock.seconds_left() - REPORT_RESERVE_SECONDS < estimate:
+                skipped = chosen[index:]
+                self.notes.append(f"The metric curve left out the checkpoints of step(s) {', '.join(map(str, skipped))}: "
+                                  f"evaluating each takes about {format_minutes(estimate)}, more than the budget had left.")
+                break
+            line.update(f"step {step} ({index + 1} of {len(chosen)})")
+            if cached:  # evaluated by an earlier invocation
+                self.curve.append(CurvePoint(step, final=False, measured=False))
+                done += 1
+                continue
+            start = time.monotonic()
+            path = self._timed("curve", self.export, step, available[step])
+            export_seconds = time.monotonic() - start
+            start = time.monotonic()
+            self._timed("curve", self.evaluate, path, step, self._settings(final=False))
+            # The codes of an earlier checkpoint are only needed for its metrics (and take
+            # 480,000 x N x d floats: 369 MB for shapes3d-synth with 6 units of 32).
+            path.unlink(missing_ok=True)
+            point = CurvePoint(step, final=False, export_seconds=export_seconds, evaluate_seconds=time.monotonic() - start)
+            self.curve.append(point)
+            estimate = point.export_seconds + point.evaluate_seconds
+            done += 1
+        line.done(f"{done} earlier checkpoint(s) evaluated" + (f", {len(chosen) - done} left out for time"
+                                                               if done < len(chosen) else ""))
 
     def report(self) -> tuple[Path, Path]:
-        from disdiff.pipeline.quickstart_report import build_report
-
-        return build_report(self)
+        summary = QuickstartSummary(settings=self.settings, layout=self.layout, data=self.data, plan=self.plan,
+                                    timings=dict(self.timings), curve=sorted(self.curve, key=lambda p: p.step),
+                                    notes=list(self.notes))
+        return build_report(summary)
 
     # -------------------------------------------------------------------- run
+    def prepare(self) -> None:
+        """Open and check the dataset, plan the stages, check the output folder: nothing is written."""
+        self.data = prepare_dataset(self.settings)
+        self.plan = plan_stages(self.settings, self.data.canonical)
+        self.clock.steps = self.step_names(self.plan.trained)
+        self.check_output_folder()
+
     def run(self) -> tuple[Path, Path]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        settings_path = self.out / "quickstart.json"
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.settings).items()}
-        atomic_write_json(settings_path, settings)
         started = time.monotonic()
-        self._timed("data", self.render)
-        for stage in STAGES:
-            self._timed(stage, self.train_stage, stage)
-        representations = self._timed("export", self.export)
-        self._timed("evaluate", self.evaluate, representations)
-        self._timed("figures", self.figures)
-        paths = self._timed("report", self.report)
-        print(f"quickstart finished in {format_minutes(time.monotonic() - started)}: {paths[0]} and {paths[1]}", flush=True)
+        if self.console is None:
+            self.console = Console(interval=self.settings.line_interval)
+        self.prepare()  # bad input stops here, before anything is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run_steps(started)
+        finally:
+            self.console.close_line()  # a stage line left open by an error ends before the error is printed
+
+    def _run_steps(self, started: float) -> tuple[Path, Path]:
+        with output_to_log(self.layout.log_file):
+            atomic_write_json(self.layout.settings_file, {"identity": self.identity(),
+                                                          "settings": self.settings.as_json(),
+                                                          "dataset": self.data.dataset.describe()})
+            if self.plan.notice:
+                self.notes.append(self.plan.notice[0].upper() + self.plan.notice[1:] + ".")
+                self.line("data", "notice").done(self.plan.notice)
+            self._timed("data", self.draw_preview)
+            for stage in self.plan.trained:
+                self._timed(stage, self.train_stage, stage)
+            if self.data.is_factor_grid:
+                self.export_and_evaluate_final()
+            else:
+                why = f"{self.data.label} has no factor labels, so FactorVAE, DCI, MIG and beta-VAE are undefined"
+                self.line("export").done(f"skipped: {why}")
+                self.line("evaluate").done("skipped (no factor labels)")
+            self._timed("figures", self.figures)
+            if self.data.is_factor_grid:
+                self.metric_curve()
+            else:
+                self.line("curve", "metric curve").done("skipped (no factor labels)")
+            paths = self._timed("report", self.report)
+            self.line("report").done(f"{paths[0]} and {paths[1]}, "
+                                     f"{format_minutes(time.monotonic() - started)} in all")
         return paths
 
 
@@ -236,8 +382,3 @@ def _timer_elapsed(trainer: Any) -> float:
 
     timers = [cb for cb in trainer.callbacks if isinstance(cb, Timer)]
     return timers[0].time_elapsed("train") if timers else float("nan")
-
-
-def _check(code: int, what: str) -> None:
-    if code:
-        raise RuntimeError(f"quickstart: the {what} step failed with exit code {code}")

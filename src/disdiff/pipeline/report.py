@@ -76,6 +76,47 @@ def plot_series(series: dict[str, list[tuple[int, float]]], keys: list[str], tit
     return path
 
 
+def plot_curve(records: list[dict], titles: tuple[str, ...] | list[str], path: str | Path) -> Path | None:
+    """Headline metrics of evaluation records against their step, one line per metric.
+
+    Points evaluated at other than the published settings are drawn hollow. ``None`` if no record
+    has a step and a score.
+    """
+    from disdiff.pipeline.curve import describe_settings
+
+    points = [r for r in records if r.get("step") is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    drawn = False
+    for title in titles:
+        rows = [(r["step"], r.get("headline", {}).get(title), describe_settings(r) == "published settings")
+                for r in points]
+        rows = [(step, value, full) for step, value, full in rows if isinstance(value, (int, float))]
+        if not rows:
+            continue
+        steps, values, _ = zip(*rows)
+        line, = ax.plot(steps, values, linewidth=1.2, label=title)
+        for step, value, published in rows:
+            ax.plot([step], [value], marker="o", color=line.get_color(),
+                    markerfacecolor=line.get_color() if published else "white")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("stage-3 step")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_title("disentanglement metrics against the stage-3 step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 @dataclass
 class Report:
     title: str

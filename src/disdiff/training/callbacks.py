@@ -1,13 +1,16 @@
-"""Lightning callbacks for disdiff runs: image grids, finite-loss guard, run metadata."""
+"""Lightning callbacks for disdiff runs: image grids, finite-loss guard, final checkpoint, exact resume."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from disdiff.utils.images import save_grid
@@ -42,7 +45,9 @@ class ImageLogger(pl.Callback):
         was_training = module.training
         module.eval()
         try:
-            with torch.no_grad():
+            # Grids never advance the training's random streams: a run's weights do not depend on
+            # when (or whether) images were drawn.
+            with torch.no_grad(), preserved_random_state():
                 images = module.log_images(batch, max_images=self.max_images)
         finally:
             module.train(was_training)
@@ -127,3 +132,83 @@ class FinalCheckpoint(pl.Callback):
         if not step_path.exists():
             trainer.save_checkpoint(step_path, weights_only=False)
         trainer.save_checkpoint(self.checkpoint_dir / "last.ckpt", weights_only=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# exact resume: the random streams and the sampler's place in the epoch
+# ---------------------------------------------------------------------------------------------
+def random_state() -> dict[str, Any]:
+    """The global random streams (torch CPU and CUDA, numpy, Python) as tensors and plain data.
+
+    Plain, so that a checkpoint holding it still loads with ``torch.load(weights_only=True)``.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": _plain_python_state(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _plain_python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [int(version), [int(v) for v in internal], gauss]
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`random_state` returned."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        # A checkpoint from a machine with more GPUs than this one: the devices present get theirs.
+        for device, device_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run a block without advancing the global random streams (they are put back afterwards)."""
+    saved = random_state()
+    try:
+        yield
+    finally:
+        set_random_state(saved)
+
+
+class RandomStateCheckpoint(pl.Callback):
+    """Store the global random streams in every checkpoint and restore them on resume.
+
+    Training draws its timesteps, noise and sampled units from the global torch RNG. Without this
+    a resumed run would continue from ``seed_everything``'s state instead of the state at the
+    checkpoint, and its weights would differ from those of a run that was never interrupted.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return random_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        set_random_state(state_dict)
+
+
+class SamplerProgress(pl.Callback):
+    """Tell the training loader's sampler how many batches of the epoch have been trained.
+
+    The sampler's state (saved in each checkpoint by Lightning, see
+    :class:`disdiff.data.datamodule.ResumableDataLoader`) then names the first batch a resumed run
+    must train on. Lightning's ``batch_idx`` counts from the start of the epoch, also after a resume.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loader = getattr(trainer, "train_dataloader", None)
+        sampler = loader.index_sampler() if hasattr(loader, "index_sampler") else None
+        if sampler is not None:
+            sampler.batches_trained = batch_idx + 1

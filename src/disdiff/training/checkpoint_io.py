@@ -1,51 +1,21 @@
-"""Checkpoint files: written atomically, read without running pickled code."""
+"""Lightning's checkpoint IO for disdiff runs: written atomically, read without running pickled code.
+
+Reading, the step of a file and the resume point live in :mod:`disdiff.utils.checkpoints`
+(re-exported here for the training code).
+"""
 
 from __future__ import annotations
 
-import logging
 import os
-import pickle
-import re
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from disdiff.config import ConfigError
+from disdiff.utils.checkpoints import STEP_FILE, checkpoint_step, latest_checkpoint, load_checkpoint_file
 from disdiff.utils.io import atomic_save_with
 
-log = logging.getLogger(__name__)
-
-STEP_FILE = re.compile(r"^step=(\d+)\.ckpt$")
-
-
-def load_checkpoint_file(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)``: an untrusted file can hold tensors and plain containers only.
-
-    Raises ConfigError (naming the file) when the file is missing, truncated, or holds anything
-    other than weights and plain data.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint file not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"[Uu]nsupported(?: global:)? GLOBAL ([\w.]+)", str(exc))
-        what = f" (it refers to {found.group(1)})" if found else ""
-        raise ConfigError(
-            f"refusing checkpoint {path}: it holds Python objects other than tensors and plain data{what}; "
-            "checkpoints are loaded with torch.load(weights_only=True), so an untrusted file cannot run code"
-        ) from exc
-    except Exception as exc:  # truncated zip, not a torch file, ...
-        raise ConfigError(
-            f"cannot load checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(checkpoints are loaded with weights_only=True; the file may be truncated or not a checkpoint)"
-        ) from exc
-    if not isinstance(checkpoint, dict):
-        raise ConfigError(f"checkpoint {path} does not hold a dict of weights (found {type(checkpoint).__name__})")
-    return checkpoint
+__all__ = ["AtomicCheckpointIO", "STEP_FILE", "checkpoint_step", "latest_checkpoint", "load_checkpoint_file"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -63,34 +33,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Optional[Callable] = lambda storage, loc: storage, weights_only: Optional[bool] = None
     ) -> dict[str, Any]:
         return load_checkpoint_file(path, map_location=map_location)
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """``global_step`` stored in a checkpoint (read lazily through a memory map)."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        checkpoint = load_checkpoint_file(path)
-    return int(checkpoint.get("global_step", 0)) if isinstance(checkpoint, dict) else 0
-
-
-def latest_checkpoint(checkpoint_dir: str | Path) -> Path:
-    """The resume point of a run: ``last.ckpt``, unless a ``step=N.ckpt`` holds a later step.
-
-    Every save writes ``step=N.ckpt`` first and ``last.ckpt`` second; a run killed between the two
-    leaves ``last.ckpt`` one save behind. Returns ``<dir>/last.ckpt`` when nothing is saved yet.
-    """
-    checkpoint_dir = Path(checkpoint_dir)
-    last = checkpoint_dir / "last.ckpt"
-    steps = [(int(m.group(1)), p) for p in checkpoint_dir.glob("step=*.ckpt") if (m := STEP_FILE.match(p.name))]
-    if not steps:
-        return last
-    newest_step, newest = max(steps)
-    if not last.is_file():
-        return newest
-    last_step = checkpoint_step(last)
-    if newest_step > last_step:
-        log.warning("%s (step %d) is older than %s: the previous run stopped while checkpointing; resuming from %s",
-                    last, last_step, newest.name, newest.name)
-        return newest
-    return last

@@ -41,6 +41,7 @@ from disdiff.models.disentangling_loss import (
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
+from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | 
     return (int(res) if res is not None else None, int(ch) if ch is not None else None)
 
 
-class DisDiffModule(pl.LightningModule):
+class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     """DisDiff (stage 3). See the module docstring.
 
     ``ldm_ckpt``: the stage-2 run directory or checkpoint; its UNet is loaded with the EMA weights
@@ -415,9 +416,8 @@ class DisDiffModule(pl.LightningModule):
                      batch_size=B)
         return out["loss"]
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update(self.denoiser)
+    def ema_target(self) -> nn.Module:
+        return self.denoiser  # the EMA is updated after every batch (training/ema_step.py)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)

@@ -22,6 +22,7 @@ from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.sampling import ddim_sample
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.training.batches import images_from_batch
+from disdiff.training.ema_step import BatchEMAUpdate
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def scale_factor_from_latents(
     return 1.0 / var**0.5
 
 
-class LatentDiffusionModule(pl.LightningModule):
+class LatentDiffusionModule(BatchEMAUpdate, pl.LightningModule):
     """Stage-2 LDM: trains ``unet`` to predict ε on scaled latents of a frozen ``first_stage``.
 
     Attributes: ``unet``, ``first_stage`` (frozen, eval), ``schedule`` (:class:`DiffusionSchedule`),
@@ -193,6 +194,7 @@ class LatentDiffusionModule(pl.LightningModule):
         self._restored = True
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_start(batch, batch_idx)  # marks this batch's EMA update as pending
         if not self.scale_by_std or self._restored:
             return
         if self.global_step != 0 or self.current_epoch != 0 or batch_idx != 0:
@@ -250,9 +252,8 @@ class LatentDiffusionModule(pl.LightningModule):
             self.log("lr_abs", lr, prog_bar=True, on_step=True, on_epoch=False, batch_size=B)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            self.ema.update(self.unet)
+    def ema_target(self) -> nn.Module:
+        return self.unet  # the EMA is updated after every batch (training/ema_step.py)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)
@@ -338,7 +339,7 @@ def load_pretrained_ldm(ckpt_path: str | Path, use_ema: bool = True, map_locatio
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"stage-2 (LDM) checkpoint {str(path)!r} not found")
-    from disdiff.training.checkpoint_io import load_checkpoint_file
+    from disdiff.utils.checkpoints import load_checkpoint_file
 
     try:
         ckpt = load_checkpoint_file(path, map_location=map_location)  # torch.load(weights_only=True)

@@ -27,13 +27,21 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, check_param_types, instantiate_from_config
-from disdiff.training.callbacks import FinalCheckpoint, FiniteLossGuard, ImageLogger, SyncBuffersFromRankZero
+from disdiff.training.callbacks import (
+    FinalCheckpoint,
+    FiniteLossGuard,
+    ImageLogger,
+    RandomStateCheckpoint,
+    SamplerProgress,
+    SyncBuffersFromRankZero,
+)
 from disdiff.training.checkpoint_io import AtomicCheckpointIO
+from disdiff.training.progress import BudgetProgressBar
 from disdiff.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -231,8 +239,13 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
         SyncBuffersFromRankZero(),
         FinalCheckpoint(run.checkpoint_dir),
         LearningRateMonitor(logging_interval="step"),
+        # Exact resume: the random streams and the sampler's place in its epoch are checkpointed.
+        RandomStateCheckpoint(),
+        SamplerProgress(),
         *(extra_callbacks or []),
     ]
+    if trainer_kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(BudgetProgressBar())  # Lightning's bar, with a total that ends where the run ends
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         keep_previous_csv_log(run)  # processes Lightning launches for DDP start after this ran once
     loggers = [

@@ -109,7 +109,7 @@ def load_first_stage(config: Mapping[str, Any], ckpt_path: str | Path | None) ->
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"first-stage checkpoint {str(path)!r} not found")
-    from disdiff.training.checkpoint_io import load_checkpoint_file
+    from disdiff.utils.checkpoints import load_checkpoint_file
 
     try:
         checkpoint = load_checkpoint_file(path)  # torch.load(weights_only=True), one-line errors

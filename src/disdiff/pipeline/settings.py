@@ -1,0 +1,78 @@
+"""What a quickstart run is asked to do: :class:`QuickstartSettings` and the stages' configs.
+
+Plain data, imported by every other module of the pipeline (and by none of them in return).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STAGES = ("autoencoder", "ldm", "disdiff")
+STAGE_TITLES = {"autoencoder": "stage 1 autoencoder", "ldm": "stage 2 LDM", "disdiff": "stage 3 DisDiff"}
+# Each stage: the small model config, then the quickstart's data and trainer block.
+STAGE_CONFIGS = {
+    "autoencoder": ["autoencoder/shapes3d-synth-vq-f4-small.yaml", "quickstart/autoencoder-run.yaml"],
+    "ldm": ["ldm/shapes3d-synth-vq-small.yaml", "quickstart/ldm-run.yaml"],
+    "disdiff": ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"],
+}
+DEFAULT_DATASET = "shapes3d-synth"
+#: The small networks halve the image twice (autoencoder, f = 4) and the latents twice (UNet).
+RESOLUTION_MULTIPLE = 16
+#: Settings of the cheaper evaluation of the metric curve's intermediate checkpoints: DCI's
+#: gradient-boosted trees are most of the evaluation time and scale with the number of points.
+CURVE_SETTINGS = ("dci.num_train=2000", "dci.num_test=1000")
+
+
+@dataclass
+class QuickstartSettings:
+    out: Path
+    minutes: float = 30.0
+    seed: int = 0
+    #: A dataset name the loaders know or a path (bring-your-own .npz/.h5, Cars3D or CelebA folder).
+    dataset: str = DEFAULT_DATASET
+    data_dir: str | None = None  # folder of the named real datasets (default: $DISDIFF_DATA)
+    resolution: int = 32
+    factor_sizes: list[int] | None = None  # None: the dataset's full grid (480,000 images for shapes3d-synth)
+    units: int | None = None  # N; None: the number of factors (6 for a dataset without factors)
+    #: Train stages 1 and 2 too, even where packaged checkpoints exist.
+    from_scratch: bool = False
+    #: Folder of packaged stage-1/2 checkpoints; None: $DISDIFF_PRETRAINED_DIR, else the package's own.
+    pretrained_dir: Path | None = None
+    # Shares of the training budget when all three stages train; what is left after
+    # ``overhead_fraction`` is split this way. With packaged stages 1-2, stage 3 gets all of it.
+    shares: tuple[float, float, float] = (0.2, 0.3, 0.5)
+    #: Export, evaluation (the metric curve included), figures and report, as a fraction of the budget:
+    #: about 7.5 minutes of 30 on 2 cores (60 s export + 57 s metrics for the final checkpoint,
+    #: ~75 s per intermediate curve point, ~1 min of figures).
+    overhead_fraction: float = 0.25
+    # Part of each stage's share left for what runs after its training time is up (the last
+    # validation, checkpoint and image grids): 31 s of a 12.75-minute stage-3 share in a 30-minute run.
+    stage_tail_fraction: float = 0.05
+    #: Stage-3 checkpoints evaluated for the metric curve, the final one included (1: final only).
+    curve_points: int = 4
+    curve_settings: list[str] = field(default_factory=lambda: list(CURVE_SETTINGS))
+    overrides: dict[str, list[str]] | None = None  # extra dotlist overrides per stage
+    metrics_settings: list[str] | None = None  # e.g. ["dci.num_train=1000"] for tiny test runs
+    figure_steps: int = 50
+    #: Seconds between the stage lines printed when the console is not a terminal (a terminal
+    #: gets one line per stage, rewritten in place).
+    line_interval: float = 30.0
+
+    def training_minutes(self) -> float:
+        return self.minutes * (1.0 - self.overhead_fraction)
+
+    def stage_minutes(self, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
+        """Training minutes of each stage that trains: the budget's shares, renormalised over ``stages``."""
+        shares = {stage: share for stage, share in zip(STAGES, self.shares) if stage in stages}
+        total = sum(shares.values())
+        return {stage: self.training_minutes() * share / total for stage, share in shares.items()}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the run's results; an output folder holds one run of each."""
+        return {"dataset": self.dataset, "resolution": self.resolution, "factor_sizes": self.factor_sizes,
+                "units": self.units, "seed": self.seed, "from_scratch": self.from_scratch}
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items()}

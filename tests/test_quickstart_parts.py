@@ -1,0 +1,159 @@
+"""The quickstart's parts on their own: stage plan, curve checkpoints, console lines, and the
+train command's progress bar total."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from types import SimpleNamespace
+
+import pytest
+from omegaconf import OmegaConf
+
+from disdiff.pipeline.console import Console
+from disdiff.pipeline.curve import describe_settings, select_curve_steps
+from disdiff.pipeline.pretrained import PRETRAINED_ENV, plan_stages
+from disdiff.pipeline.settings import STAGES, QuickstartSettings
+from disdiff.training.progress import remaining_batches
+
+
+# ---------------------------------------------------------------------------------- stage plan
+@pytest.fixture()
+def packaged(tmp_path):
+    folder = tmp_path / "pre"
+    folder.mkdir()
+    for name in ("stage1.ckpt", "stage2.ckpt"):
+        (folder / name).write_bytes(b"weights")
+    return folder
+
+
+def test_packaged_stages_only_for_shapes3d_synth_at_32(tmp_path, packaged):
+    def plan(dataset="shapes3d-synth", **changes):
+        return plan_stages(QuickstartSettings(out=tmp_path, pretrained_dir=packaged, **changes), dataset)
+
+    default = plan()
+    assert default.trained == ("disdiff",) and default.stage2_checkpoint == packaged / "stage2.ckpt"
+    assert default.notice is None
+    assert plan(from_scratch=True).trained == STAGES
+    assert plan(resolution=64).trained == STAGES and plan(resolution=64).notice is None
+    assert plan("shapes3d").trained == STAGES
+    assert plan(None).trained == STAGES  # a bring-your-own file
+
+
+def test_missing_packaged_files_fall_back_with_a_notice(tmp_path, packaged):
+    (packaged / "stage2.ckpt").unlink()
+    plan = plan_stages(QuickstartSettings(out=tmp_path, pretrained_dir=packaged), "shapes3d-synth")
+    assert plan.trained == STAGES and not plan.uses_pretrained
+    assert "stage2.ckpt missing" in plan.notice and str(packaged) in plan.notice and "\n" not in plan.notice
+
+
+def test_packaged_folder_from_the_environment(tmp_path, packaged, monkeypatch):
+    monkeypatch.setenv(PRETRAINED_ENV, str(packaged))
+    assert plan_stages(QuickstartSettings(out=tmp_path), "shapes3d-synth").pretrained_dir == packaged
+    monkeypatch.setenv(PRETRAINED_ENV, str(tmp_path / "empty"))
+    assert plan_stages(QuickstartSettings(out=tmp_path), "shapes3d-synth").notice is not None
+
+
+def test_budget_goes_to_the_stages_that_train(tmp_path):
+    settings = QuickstartSettings(out=tmp_path, minutes=40.0, overhead_fraction=0.25)
+    assert settings.stage_minutes(("disdiff",)) == {"disdiff": pytest.approx(30.0)}
+    assert settings.stage_minutes() == {"autoencoder": pytest.approx(6.0), "ldm": pytest.approx(9.0),
+                                        "disdiff": pytest.approx(15.0)}
+
+
+# ------------------------------------------------------------------------------ metric curve
+def test_curve_checkpoints_spread_over_the_steps():
+    steps = list(range(200, 2801, 200)) + [2913]
+    # targets 728, 1456, 2185 of 2913: nearest kept checkpoints 800, 1400, 2200
+    assert select_curve_steps(steps, 4) == [800, 1400, 2200, 2913]
+    assert select_curve_steps(steps, 1) == [2913]
+    assert select_curve_steps([0, 4, 8], 5) == [4, 8]  # fewer checkpoints than points; step 0 is never a point
+    assert select_curve_steps([], 4) == []
+
+
+def test_evaluation_settings_are_named_against_the_published_ones():
+    published = {"settings": {"dci": {"num_train": 10000, "num_test": 5000}, "mig": {"num_train": 10000}}}
+    assert describe_settings(published) == "published settings"
+    cheaper = {"settings": {"dci": {"num_train": 2000, "num_test": 1000}, "mig": {"num_train": 10000}}}
+    assert describe_settings(cheaper) == ("cheaper: dci.num_test 1000 (published 5000), "
+                                          "dci.num_train 2000 (published 10000)")
+
+
+# ---------------------------------------------------------------------------------- console
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def test_terminal_rewrites_the_stage_line_in_place():
+    stream = _Stream(tty=True)
+    console = Console(stream, interval=1000.0)
+    console.show("[1/2] a: step 1")
+    console.show("[1/2] a: step 2")
+    console.show("[1/2] a: done", final=True)
+    assert stream.getvalue() == "\r[1/2] a: step 1\x1b[K\r[1/2] a: step 2\x1b[K\r[1/2] a: done\x1b[K\n"
+
+
+def test_other_streams_get_the_line_periodically_and_at_the_end():
+    stream = _Stream(tty=False)
+    console = Console(stream, interval=1000.0)
+    console.show("[1/2] a: step 1")
+    console.show("[1/2] a: step 2")  # within the interval: not printed
+    console.show("[1/2] a: done", final=True)
+    assert stream.getvalue().splitlines() == ["[1/2] a: step 1", "[1/2] a: done"]
+
+
+# ------------------------------------------------------------------- disdiff train's bar total
+def _trainer(batches=14992, max_steps=-1, global_step=0, time_left=None):
+    from lightning.pytorch.callbacks import Timer
+
+    callbacks = []
+    if time_left is not None:
+        timer = Timer(duration={"seconds": 3600})
+        timer.time_remaining = lambda stage="train": time_left
+        callbacks.append(timer)
+    return SimpleNamespace(num_training_batches=batches, max_steps=max_steps, global_step=global_step,
+                           callbacks=callbacks)
+
+
+def test_bar_total_ends_where_the_budget_ends():
+    # 10 minutes left at 0.5 s per batch: 1200 batches, not the 14,992 of the epoch
+    assert remaining_batches(_trainer(time_left=600.0), 0, 0.5, 1.0) == pytest.approx(1200)
+    # max_steps 100 from step 40 with two optimizer steps per batch (the autoencoder): 30 batches
+    assert remaining_batches(_trainer(max_steps=100, global_step=40), 0, None, 2.0) == pytest.approx(30)
+    # neither: the rest of the epoch
+    assert remaining_batches(_trainer(), 92, None, 1.0) == pytest.approx(14900)
+
+
+def test_train_command_bar_shows_the_steps_it_will_run(tmp_path, monkeypatch, capsys):
+    from disdiff.cli.main import main
+
+    monkeypatch.setenv("DISDIFF_CACHE", str(tmp_path / "cache"))
+    vq = {"target": "disdiff.models.autoencoder.VQModel",
+          "params": {"embed_dim": 3, "n_embed": 16,
+                     "ddconfig": dict(double_z=False, z_channels=3, resolution=16, in_channels=3, out_ch=3, ch=8,
+                                      ch_mult=[1, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0,
+                                      num_groups=4)}}
+    config = {"model": {"target": "disdiff.training.autoencoder_module.AutoencoderModule",
+                        "params": {"autoencoder_config": vq, "loss_config": {
+                            "target": "disdiff.models.autoencoder.losses.VQLPIPSWithDiscriminator",
+                            "params": {"disc_start": 0, "disc_ndf": 8, "disc_num_layers": 1, "perceptual_weight": 0.0}}}},
+              "data": {"target": "disdiff.data.datamodule.GroundTruthDataModule",
+                       "params": {"dataset": "shapes3d-synth",
+                                  "dataset_options": {"resolution": 16, "factor_sizes": [2, 2, 2, 2, 2, 4]},
+                                  "batch_size": 4, "val_size": 4}},
+              "lightning": {"trainer": {"limit_val_batches": 0, "num_sanity_val_steps": 0,
+                                        "enable_model_summary": False},
+                            "image_logger": {"every_n_train_steps": 0}}}
+    path = tmp_path / "ae.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # 124 training images in batches of 4: 31 batches per epoch; 6 optimizer steps are 3 batches
+        assert main(["train", "-b", str(path), "--run-dir", str(tmp_path / "run"), "--max-steps", "6"]) == 0
+    bar = capsys.readouterr().out  # Lightning's tqdm bars write to stdout
+    assert "3/3 [" in bar and "/31 [" not in bar and "/6 [" not in bar
