@@ -32,6 +32,7 @@ from typing import Iterable, Mapping
 import torch
 
 from disdiff.config import ConfigError
+from disdiff.diffusion.schedule import DiffusionSchedule
 
 __all__ = [
     "KeyPlan",
@@ -47,22 +48,7 @@ __all__ = [
 ]
 
 #: The original's registered diffusion-schedule buffers (spec 1.1), all named as disdiff's ``schedule.<name>``.
-ORIGINAL_SCHEDULE_BUFFERS = (
-    "betas",
-    "alphas_cumprod",
-    "alphas_cumprod_prev",
-    "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod",
-    "log_one_minus_alphas_cumprod",
-    "sqrt_recip_alphas_cumprod",
-    "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance",
-    "posterior_log_variance_clipped",
-    "posterior_mean_coef1",
-    "posterior_mean_coef2",
-    "shift_coef",
-    "ddim_coef",
-)
+ORIGINAL_SCHEDULE_BUFFERS = DiffusionSchedule.BUFFER_NAMES
 #: Original keys that are known and carry nothing disdiff needs: the constant ``logvar`` tensor
 #: (zeros, spec 1.2) and the non-persistent ``lvlb_weights`` if a version saved it.
 ORIGINAL_UNUSED_KEYS = frozenset({"logvar", "lvlb_weights"})
