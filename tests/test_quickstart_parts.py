@@ -157,3 +157,30 @@ def test_train_command_bar_shows_the_steps_it_will_run(tmp_path, monkeypatch, ca
         assert main(["train", "-b", str(path), "--run-dir", str(tmp_path / "run"), "--max-steps", "6"]) == 0
     bar = capsys.readouterr().out  # Lightning's tqdm bars write to stdout
     assert "3/3 [" in bar and "/31 [" not in bar and "/6 [" not in bar
+
+
+def test_budget_checkpoints_fall_at_fractions_of_the_time_budget(tmp_path):
+    from lightning.pytorch.callbacks import Timer
+
+    from disdiff.training.callbacks import BudgetCheckpoints
+
+    clock = {"elapsed": 0.0}
+    timer = Timer(duration={"seconds": 100})
+    timer.time_elapsed = lambda stage="train": clock["elapsed"]
+    timer.time_remaining = lambda stage="train": 100.0 - clock["elapsed"]
+    saved = []
+    trainer = SimpleNamespace(callbacks=[timer], global_step=0,
+                              save_checkpoint=lambda path, weights_only=False: saved.append(path.name))
+    callback = BudgetCheckpoints(tmp_path, [0.25, 0.5, 0.75])
+    for step, elapsed in [(10, 10.0), (20, 24.9), (30, 25.1), (40, 30.0), (50, 80.0), (60, 99.0)]:
+        trainer.global_step, clock["elapsed"] = step, elapsed
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    # 25 % first passed at step 30; 50 % and 75 % both at step 50 (one file for both)
+    assert saved == ["step=00000030.ckpt", "step=00000050.ckpt"]
+    # resumed from a checkpoint that already saved the 25 % point: it is not saved again
+    resumed = BudgetCheckpoints(tmp_path, [0.25, 0.5, 0.75])
+    resumed.load_state_dict({"saved": [0.25]})
+    saved.clear()
+    trainer.global_step, clock["elapsed"] = 35, 40.0
+    resumed.on_train_batch_end(trainer, None, None, None, 0)
+    assert saved == [] and resumed.state_dict() == {"saved": [0.25]}

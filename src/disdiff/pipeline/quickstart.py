@@ -181,10 +181,17 @@ class Quickstart:
         training_seconds = round(minutes * 60 * (1.0 - self.settings.stage_tail_fraction))
         line.update(f"{'resuming from ' + resume.name if resume else 'starting'}, "
                     f"{format_minutes(training_seconds)} of training")
+        callbacks: list = [StageProgress(line)]
+        if stage == "disdiff" and self.settings.curve_points > 1:
+            # Checkpoints spread over the stage's time, whatever its speed, for the metric curve.
+            from disdiff.training.callbacks import BudgetCheckpoints
+
+            points = self.settings.curve_points
+            callbacks.append(BudgetCheckpoints(run.checkpoint_dir, [k / points for k in range(1, points)]))
         trainer = train(
             config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
             trainer_overrides={"max_time": {"seconds": training_seconds}, "accelerator": "cpu", "devices": 1},
-            extra_callbacks=[StageProgress(line)],
+            extra_callbacks=callbacks,
             argv=["disdiff", "quickstart", f"--stage={stage}"],
         )
         atomic_write_json(self.done_marker(stage), {

@@ -212,3 +212,42 @@ class SamplerProgress(pl.Callback):
         sampler = loader.index_sampler() if hasattr(loader, "index_sampler") else None
         if sampler is not None:
             sampler.batches_trained = batch_idx + 1
+
+
+class BudgetCheckpoints(pl.Callback):
+    """Save ``step=XXXXXXXX.ckpt`` when the training time passes each fraction of the time budget.
+
+    The budget is Lightning's Timer (``max_time``): elapsed + remaining. With fractions
+    (0.25, 0.5, 0.75) a run keeps checkpoints spread over its budget whatever its speed, which the
+    quickstart's metric curve evaluates. Which fractions were saved is part of the checkpoint, so a
+    resumed run does not save them again.
+    """
+
+    def __init__(self, checkpoint_dir: str | Path, fractions: list[float] | tuple[float, ...]) -> None:
+        super().__init__()
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.fractions = sorted(float(f) for f in fractions if 0.0 < float(f) < 1.0)
+        self.saved: list[float] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is None:
+            return
+        elapsed = timer.time_elapsed()
+        due = [f for f in self.fractions if f not in self.saved and elapsed >= f * (elapsed + remaining)]
+        if not due:
+            return
+        self.saved += due
+        path = self.checkpoint_dir / f"step={trainer.global_step:08d}.ckpt"
+        if not path.exists():
+            trainer.save_checkpoint(path, weights_only=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved": list(self.saved)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved = [float(f) for f in state_dict.get("saved", [])]
