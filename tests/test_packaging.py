@@ -45,4 +45,9 @@ def test_installed_metadata_puts_no_upper_bound_on_torch(tmp_path):
     # ... but a floor the code needs (scaled_dot_product_attention(scale=...) is torch 2.1 API).
     assert not spec.contains(Version("2.0.1"))
     # The package data that the quickstart needs is installed with it.
-    assert (tmp_path / "target" / "disdiff" / "configs" / "quickstart" / "disdiff-run.yaml").is_file()
+    installed = tmp_path / "target" / "disdiff"
+    assert (installed / "configs" / "quickstart" / "disdiff-run.yaml").is_file()
+    # ... and so are the packaged stage-1/2 checkpoints with their README and logs, whatever is shipped.
+    shipped = sorted(p.relative_to(ROOT / "src" / "disdiff") for p in (ROOT / "src" / "disdiff" / "pretrained").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
+    assert all((installed / path).is_file() for path in shipped), [p for p in shipped if not (installed / p).is_file()]
