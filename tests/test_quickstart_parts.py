@@ -184,3 +184,10 @@ def test_budget_checkpoints_fall_at_fractions_of_the_time_budget(tmp_path):
     trainer.global_step, clock["elapsed"] = 35, 40.0
     resumed.on_train_batch_end(trainer, None, None, None, 0)
     assert saved == [] and resumed.state_dict() == {"saved": [0.25]}
+    # a step the periodic checkpoint (every 10 steps here) saves anyway is left to it
+    periodic = BudgetCheckpoints(tmp_path, [0.25, 0.5], periodic_every=10)
+    trainer.global_step, clock["elapsed"] = 30, 26.0
+    periodic.on_train_batch_end(trainer, None, None, None, 0)
+    trainer.global_step, clock["elapsed"] = 51, 55.0
+    periodic.on_train_batch_end(trainer, None, None, None, 0)
+    assert saved == ["step=00000051.ckpt"] and periodic.saved == [0.25, 0.5]

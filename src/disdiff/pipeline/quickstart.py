@@ -187,7 +187,8 @@ class Quickstart:
             from disdiff.training.callbacks import BudgetCheckpoints
 
             points = self.settings.curve_points
-            callbacks.append(BudgetCheckpoints(run.checkpoint_dir, [k / points for k in range(1, points)]))
+            every = int((config.get("lightning") or {}).get("checkpoint", {}).get("every_n_train_steps", 0) or 0)
+            callbacks.append(BudgetCheckpoints(run.checkpoint_dir, [k / points for k in range(1, points)], every))
         trainer = train(
             config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
             trainer_overrides={"max_time": {"seconds": training_seconds}, "accelerator": "cpu", "devices": 1},

@@ -223,10 +223,14 @@ class BudgetCheckpoints(pl.Callback):
     resumed run does not save them again.
     """
 
-    def __init__(self, checkpoint_dir: str | Path, fractions: list[float] | tuple[float, ...]) -> None:
+    def __init__(self, checkpoint_dir: str | Path, fractions: list[float] | tuple[float, ...],
+                 periodic_every: int = 0) -> None:
         super().__init__()
         self.checkpoint_dir = Path(checkpoint_dir)
         self.fractions = sorted(float(f) for f in fractions if 0.0 < float(f) < 1.0)
+        #: The periodic checkpoint's interval (lightning.checkpoint.every_n_train_steps): a step it
+        #: saves anyway is not written here first (ModelCheckpoint would then add a "-v1" copy).
+        self.periodic_every = int(periodic_every)
         self.saved: list[float] = []
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
@@ -242,6 +246,8 @@ class BudgetCheckpoints(pl.Callback):
         if not due:
             return
         self.saved += due
+        if self.periodic_every > 0 and trainer.global_step % self.periodic_every == 0:
+            return
         path = self.checkpoint_dir / f"step={trainer.global_step:08d}.ckpt"
         if not path.exists():
             trainer.save_checkpoint(path, weights_only=False)
