@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from disdiff.evaluation import runs
+
 CONFIGS = ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"]
 
 
@@ -99,10 +101,8 @@ def main() -> None:
         if args.quick_dci and step != last:
             cmd += ["--set", "dci.num_train=2000", "--set", "dci.num_test=1000"]
         run(cmd, env, log)
-        record = json.loads((root / "metrics" / f"step={step:08d}.json").read_text()) if (root / "metrics" / f"step={step:08d}.json").is_file() else None
-        if record is None:
-            cands = sorted((root / "metrics").glob(f"*{step:08d}*.json"))
-            record = json.loads(cands[0].read_text())
+        # evaluate writes a run's representations file's result to <run>/metrics/step=XXXXXXXX.json
+        record = json.loads((root / "metrics" / runs.output_name(npz, step)).read_text())
         results["points"][str(step)] = {"headline": record["headline"], "probe": record.get("probe"),
                                         "quick_dci": bool(args.quick_dci and step != last),
                                         "losses": losses_near(root, step)}

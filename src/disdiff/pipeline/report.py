@@ -52,6 +52,18 @@ def _read_csv_into(path: Path, series: dict[str, list[tuple[int, float]]]) -> No
                     series.setdefault(key, []).append((int(float(step)), number))
 
 
+def _save_figure(fig, ax, path: str | Path) -> Path:
+    """Grid, legend and tight layout, then write the PNG atomically and close the figure."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
 def plot_series(series: dict[str, list[tuple[int, float]]], keys: list[str], title: str, path: str | Path,
                 log_y: bool = False) -> Path | None:
     """One line per key against the training step; ``None`` if none of the keys has data."""
@@ -66,14 +78,7 @@ def plot_series(series: dict[str, list[tuple[int, float]]], keys: list[str], tit
     ax.set_title(title)
     if log_y and all(v > 0 for k in present for _, v in series[k]):
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, ax, path)
 
 
 def plot_curve(records: list[dict], titles: tuple[str, ...] | list[str], path: str | Path) -> Path | None:
@@ -107,14 +112,7 @@ def plot_curve(records: list[dict], titles: tuple[str, ...] | list[str], path: s
     ax.set_xlabel("stage-3 step")
     ax.set_ylim(0.0, 1.0)
     ax.set_title("disentanglement metrics against the stage-3 step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return _save_figure(fig, ax, path)
 
 
 @dataclass
