@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick-dci", action="store_true", help="DCI with 2000/1000 points for non-final steps")
     parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--continue-from", default=None,
+                        help="copy another run's config and last.ckpt here first, then resume it with the overrides "
+                             "(to change one setting of an already-trained model)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
 
@@ -67,13 +71,18 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     root.parent.mkdir(parents=True, exist_ok=True)
     log = open(root.parent / f"{args.name}.log", "a")
+    if args.continue_from and not (root / "checkpoints" / "last.ckpt").is_file():
+        source = Path(args.continue_from)
+        (root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source / "configs", root / "configs", dirs_exist_ok=True)
+        shutil.copy2(source / "checkpoints" / "last.ckpt", root / "checkpoints" / "last.ckpt")
     started = time.time()
     if not args.eval_only:
         cmd = ["disdiff", "train", "-b", *CONFIGS, "--run-dir", str(root), "-s", str(args.seed),
                f"model.params.ldm_ckpt={args.ldm}", f"lightning.checkpoint.every_n_train_steps={args.eval_every}",
                "lightning.image_logger.every_n_train_steps=100000", *args.overrides]
         if (root / "checkpoints" / "last.ckpt").is_file():
-            cmd = ["disdiff", "train", "-r", str(root)]
+            cmd = ["disdiff", "train", "-r", str(root), *args.overrides]
         if args.max_steps:
             cmd += ["--max-steps", str(args.max_steps)]
         cmd += ["--max-minutes", str(args.minutes)]

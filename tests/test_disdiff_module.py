@@ -341,3 +341,38 @@ def test_train_reencoder_lets_the_disentangling_loss_reach_the_encoder_weights(l
             assert total > 0
         else:
             assert total == 0
+
+
+def test_dis_weight_ramp_is_off_then_linear_then_the_published_weight(ldm_ckpt):
+    """Opt-in ramp: no disentangling term (not even computed) before ``start``, dis_weight x
+    (step - start + 1) / (end - start + 1) in between, the constant dis_weight from ``end``."""
+    module = make_module(ldm_ckpt, dis_weight=0.3, dis_weight_ramp=[10, 19])
+    randomize_shift_output(module)
+
+    class _Trainer:  # the module reads only global_step through its trainer
+        def __init__(self, step):
+            self.global_step = step
+
+    def at(step):
+        module._trainer = _Trainer(step)
+        return module
+
+    for step, expected in ((0, 0.0), (9, 0.0), (10, 0.03), (14, 0.15), (19, 0.3), (500, 0.3)):
+        at(step)
+        assert module.current_dis_weight() == pytest.approx(expected)
+    x = random_images(4)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    at(5)
+    off = module.compute_losses(x, generator=g())
+    assert "dis" not in off and off["loss_dis"].item() == 0.0
+    at(14)
+    mid = module.compute_losses(x, generator=g())
+    at(30)
+    full = module.compute_losses(x, generator=g())
+    assert mid["loss_dis"].item() > 0
+    assert mid["loss_dis"].item() == pytest.approx(full["loss_dis"].item() * 0.5, rel=1e-5)
+    module._trainer = None
+    assert make_module(ldm_ckpt, dis_weight=0.3).current_dis_weight() == 0.3  # default: the published constant
+    for bad in ([5], [10, 5], [-1, 3], [1.5, 3]):
+        with pytest.raises(ConfigError, match="dis_weight_ramp"):
+            make_module(ldm_ckpt, dis_weight_ramp=bad)

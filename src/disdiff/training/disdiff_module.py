@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -74,6 +74,15 @@ def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
     return p
 
 
+def _check_ramp(ramp: Sequence[int] | None) -> tuple[int, int] | None:
+    if ramp is None:
+        return None
+    ramp = [v for v in ramp]  # a list, tuple or OmegaConf ListConfig
+    if len(ramp) != 2 or any(int(v) != v or v < 0 for v in ramp) or ramp[1] < ramp[0]:
+        raise ConfigError(f"dis_weight_ramp must be [start, end] optimizer steps with 0 <= start <= end, got {ramp}")
+    return int(ramp[0]), int(ramp[1])
+
+
 def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(image resolution, image channels) recorded in a first-stage config, if any."""
     params = first_stage_config.get("params", {}) or {}
@@ -119,6 +128,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     decoder's conditioning.
     ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
     shift decoder's times this factor (a second AdamW parameter group).
+    ``dis_weight_ramp`` (default null: the constant published weight): an opt-in deviation,
+    ``[start, end]`` optimizer steps; the disentangling loss is off before ``start`` (and not
+    computed, which saves its decode and re-encodings), then its weight rises linearly to
+    ``dis_weight`` at ``end``, so it acts on a code the reconstruction has already made informative.
     """
 
     def __init__(
@@ -150,6 +163,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_weight_normalize: bool = False,
         encoder_lr_multiplier: float = 1.0,
         train_reencoder: bool = False,
+        dis_weight_ramp: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -232,6 +246,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.dis_loss_type = dis_loss_type
         self.dis_weight = float(dis_weight)
         self.dis_weight_normalize = bool(dis_weight_normalize)
+        self.dis_weight_ramp = _check_ramp(dis_weight_ramp)
         if float(encoder_lr_multiplier) <= 0:
             raise ConfigError(f"encoder_lr_multiplier must be > 0, got {encoder_lr_multiplier}")
         self.encoder_lr_multiplier = float(encoder_lr_multiplier)
@@ -375,13 +390,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
         result: dict[str, Any] = {"z": z, "t": t, "noise": noise, "z_t": z_t, "pred": pred, "fields": fields,
                                   "concept": concept, "loss_rec": loss_rec}
-        if self.dis_weight > 0:
+        dis_weight = self.current_dis_weight()
+        if dis_weight > 0:
             sub_grad = fields[torch.arange(B, device=device), concept]
             dis = disentangling_loss(
                 schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=self._reencode,
-                loss_type=self.dis_loss_type, dis_weight=self.dis_weight,
+                loss_type=self.dis_loss_type, dis_weight=dis_weight,
                 normalize_weight=self.dis_weight_normalize,
             )
             loss_dis = dis.loss.mean()
@@ -391,6 +407,18 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         result["loss_dis"] = loss_dis
         result["loss"] = loss_rec + loss_dis
         return result
+
+    def current_dis_weight(self) -> float:
+        """``dis_weight``, scaled by the opt-in ramp at the current optimizer step."""
+        if self.dis_weight_ramp is None:
+            return self.dis_weight
+        start, end = self.dis_weight_ramp
+        step = self.global_step if self._trainer is not None else 0
+        if step < start:
+            return 0.0
+        if step >= end:
+            return self.dis_weight
+        return self.dis_weight * (step - start + 1) / (end - start + 1)
 
     def on_fit_start(self) -> None:
         main, dis_path = self.bf16_in_use()
