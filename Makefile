@@ -26,7 +26,7 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 quickstart: setup
-	$(VENV)/bin/disdiff quickstart --out $(OUT)
+	$(VENV)/bin/disdiff quickstart --out $(OUT) $(if $(SEED),--seed $(SEED))
 
 bench: setup
 	$(PY) benchmarks/run_all.py
