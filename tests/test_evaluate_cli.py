@@ -109,3 +109,17 @@ def test_fid_without_weights_and_aggregate_commands(tmp_path, capsys):
         (folder / "step=00000010.json").write_text(json.dumps({"step": 10, "metrics": {}, "headline": {"DCI": value}}))
     assert main(["evaluate", "--aggregate", str(tmp_path / "exp"), "--out", str(tmp_path / "table.md")]) == 0
     assert "0.600 ± 0.100" in (tmp_path / "table.md").read_text()
+
+
+def test_probe_is_in_the_record_unless_skipped(tmp_path, capsys):
+    reps = tmp_path / "reps.npz"
+    np.savez(reps, latents=_latents())
+    common = [str(reps), *DATASET, *SMALL, "--metrics", "mig", "--set", "probe.num_train=600", "--set", "probe.num_test=300"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "with.json")]) == 0
+    assert "linear probe of the full code" in capsys.readouterr().out
+    record = json.loads((tmp_path / "with.json").read_text())
+    # each unit holds its factor linearly (plus a little noise): the probe finds every factor
+    assert min(record["probe"]["accuracy"]) > 0.9
+    assert main(["evaluate", *common, "--no-probe", "--out", str(tmp_path / "without.json")]) == 0
+    assert "linear probe" not in capsys.readouterr().out
+    assert "probe" not in json.loads((tmp_path / "without.json").read_text())

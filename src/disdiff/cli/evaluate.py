@@ -53,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reduce", choices=["pca", "none"], default=None,
                         help="per-unit PCA to one component (default, as the paper) or keep all dimensions")
     parser.add_argument("--units", type=int, default=None, help="split (M, D) latents into this many units")
+    parser.add_argument("--no-probe", dest="probe", action="store_false",
+                        help="skip the linear probe of the full code (a few seconds to a minute; on by default)")
     parser.add_argument("--seed", type=int, default=0, help="RandomState seed given fresh to every metric (default 0)")
     parser.add_argument("-p", "--processes", type=int, default=1, help="checkpoints evaluated in parallel processes")
     parser.add_argument("--threads", type=int, default=None,
@@ -140,7 +142,8 @@ def _options(args: argparse.Namespace, info) -> dict:
             raise UserError(f"--metrics: unknown {unknown}; choose from {', '.join(ALL_METRICS)}")
     settings = _settings(args.settings)
     resolve_settings(metrics or info.default_metrics(), settings)  # fail early on a bad --set
-    return {"metrics": metrics, "settings": settings, "reduction": args.reduce, "seed": args.seed, "num_units": args.units}
+    return {"metrics": metrics, "settings": settings, "reduction": args.reduce, "seed": args.seed, "num_units": args.units,
+            "probe": args.probe}
 
 
 def _print_table(records: list[dict]) -> None:

@@ -57,6 +57,11 @@ def resolve_settings(metrics: Iterable[str], overrides: Mapping[str, Mapping[str
     metrics = list(metrics)
     settings = default_settings(metrics)
     for name, values in (overrides or {}).items():
+        if name == "probe":  # the linear probe's own settings (not a metric): checked here, used by probe_code
+            unknown = [key for key in values if key not in probe_metric.DEFAULTS]
+            if unknown:
+                raise MetricError(f"probe: unknown setting(s) {unknown}; accepted: {', '.join(probe_metric.DEFAULTS)}")
+            continue
         if name not in settings:
             if name in ALL_METRICS:
                 continue  # settings of a metric that is not being run
@@ -208,7 +213,8 @@ def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: 
     """Full result record (JSON-ready) for loaded representations.
 
     With ``probe`` (default) and a factor grid, the record also holds ``"probe"``: linear-probe
-    accuracies of the full, unreduced code per factor and per unit (:func:`probe_code`).
+    accuracies of the full, unreduced code per factor and per unit (:func:`probe_code`), with
+    ``settings["probe"]`` (keys of :data:`disdiff.metrics.probe.DEFAULTS`) over the defaults.
     """
     metrics = list(metrics) if metrics is not None else list(info.default_metrics())
     reduction = reduction or info.default_reduction()
@@ -221,7 +227,7 @@ def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: 
     probe_result = None
     if probe and info.is_factor_grid:
         start_probe = time.perf_counter()
-        probe_result = probe_code(reps.latents, info, seed)
+        probe_result = probe_code(reps.latents, info, seed, settings=(settings or {}).get("probe"))
         seconds["probe"] = round(time.perf_counter() - start_probe, 3)
     record = evaluation_record(info, metrics, resolved, reduction, seed)
     record.update({
