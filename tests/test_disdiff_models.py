@@ -56,6 +56,40 @@ def test_encoder_output_shape_from_config(resolution, width, units, dim):
     assert torch.equal(split_units(flat, units), z)
 
 
+def test_unit_branches_compute_each_unit_from_its_own_branch_only():
+    """With unit_branches, unit k's output depends only on branch k's parameters: the gradient of
+    unit k reaches no parameter slice of another branch, and perturbing branch j moves unit j only."""
+    torch.manual_seed(0)
+    units, dim, width = 3, 2, 4
+    enc = ImageEncoder(resolution=16, width=width, num_units=units, unit_dim=dim, unit_branches=True).eval()
+    x = torch.randn(5, 3, 16, 16)
+    assert enc(x).shape == (5, units * dim) and enc.feature_shape[0] == units * width
+    published = ImageEncoder(resolution=16, width=width, num_units=units, unit_dim=dim)
+    assert sum(p.numel() for p in enc.parameters()) != sum(p.numel() for p in published.parameters())
+
+    def branch_slice(name: str, param: torch.Tensor, j: int):
+        if name.startswith("fc."):
+            return param[j]
+        return param[j * width:(j + 1) * width]  # output channels of branch j (every conv, BN, bias)
+
+    for k in range(units):
+        enc.zero_grad()
+        enc.encode_units(x)[:, k].sum().backward()
+        for name, param in enc.named_parameters():
+            for j in range(units):
+                grad = branch_slice(name, param.grad, j)
+                if j == k:
+                    continue
+                assert torch.count_nonzero(grad) == 0, (name, k, j)
+    before = enc.encode_units(x).detach()
+    with torch.no_grad():
+        for name, param in enc.named_parameters():
+            branch_slice(name, param, 1).add_(0.1)
+    after = enc.encode_units(x).detach()
+    assert torch.equal(after[:, 0], before[:, 0]) and torch.equal(after[:, 2], before[:, 2])
+    assert not torch.allclose(after[:, 1], before[:, 1])
+
+
 def test_encoder_rejects_bad_resolution_and_input():
     with pytest.raises(ValueError):
         ImageEncoder(resolution=40)

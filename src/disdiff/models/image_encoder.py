@@ -16,6 +16,12 @@ Layers (``w`` = ``width``; BN = BatchNorm2d):
 ResBlock: ``x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))``. With ``resolution=64``, ``width=128``,
 ``num_units=6``, ``unit_dim=32`` this is the published encoder (flatten size 2048 → 192); the
 flatten size is computed from the resolution instead of being hard-coded.
+
+``unit_branches=True`` (a deviation from the paper, off by default) gives every unit its own
+branch of the same layers, ``width`` channels each: the convolutions after the first are grouped
+(``groups=N``) and step 9 is one Linear per unit, so unit k is computed from the image by
+branch k alone. Units then share no features: a unit that wants a factor another unit has
+learned must spend its own capacity on it (docs/EXPERIMENTS.md, session 3).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ImageEncoder", "EncoderResBlock", "split_units"]
+__all__ = ["ImageEncoder", "EncoderResBlock", "UnitLinear", "split_units"]
 
 #: Number of stride-2 convolutions: the feature map is resolution / 16 on each side.
 NUM_DOWNSAMPLINGS = 4
@@ -34,11 +40,11 @@ NUM_DOWNSAMPLINGS = 4
 class EncoderResBlock(nn.Module):
     """``x + Conv1×1(ReLU(BN(Conv3×3(ReLU(x)))))`` with a constant channel count."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, groups: int = 1) -> None:
         super().__init__()
-        self.conv3 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv3 = nn.Conv2d(channels, channels, 3, 1, 1, groups=groups)
         self.bn = nn.BatchNorm2d(channels)
-        self.conv1 = nn.Conv2d(channels, channels, 1, 1, 0)
+        self.conv1 = nn.Conv2d(channels, channels, 1, 1, 0, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv3(torch.relu(x))
@@ -68,6 +74,7 @@ class ImageEncoder(nn.Module):
         width: int = 128,
         num_units: int = 6,
         unit_dim: int = 32,
+        unit_branches: bool = False,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
@@ -82,28 +89,33 @@ class ImageEncoder(nn.Module):
         self.num_units = int(num_units)
         self.unit_dim = int(unit_dim)
         self.latent_dim = self.num_units * self.unit_dim
-        self.feature_shape = (self.width, height // factor, wide // factor)
-        self.flatten_dim = self.width * (height // factor) * (wide // factor)
+        self.unit_branches = bool(unit_branches)
+        g = self.num_units if self.unit_branches else 1  # convolution groups: one per branch
+        w = self.width * g  # channels of all branches together (branch k: channels [k·width, (k+1)·width))
+        self.feature_shape = (w, height // factor, wide // factor)
+        self.flatten_dim = w * (height // factor) * (wide // factor)
 
-        w = self.width
         self.features = nn.Sequential(
-            nn.Conv2d(self.in_channels, w, 4, 2, 1),
+            nn.Conv2d(self.in_channels, w, 4, 2, 1),  # each output channel sees the image only: branches stay apart
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            nn.Conv2d(w, w, 4, 2, 1),
+            nn.Conv2d(w, w, 4, 2, 1, groups=g),
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            nn.Conv2d(w, w, 4, 2, 1),
+            nn.Conv2d(w, w, 4, 2, 1, groups=g),
             nn.BatchNorm2d(w),  # no ReLU after the third convolution (as published)
-            nn.Conv2d(w, w, 4, 2, 1),
+            nn.Conv2d(w, w, 4, 2, 1, groups=g),
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            EncoderResBlock(w),
+            EncoderResBlock(w, g),
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            EncoderResBlock(w),
+            EncoderResBlock(w, g),
         )
-        self.fc = nn.Linear(self.flatten_dim, self.latent_dim)
+        if self.unit_branches:
+            self.fc = UnitLinear(self.num_units, self.flatten_dim // g, self.unit_dim)
+        else:
+            self.fc = nn.Linear(self.flatten_dim, self.latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.resolution:
@@ -112,6 +124,8 @@ class ImageEncoder(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h = self.features(x)
+        if self.unit_branches:
+            return self.fc(h.reshape(h.shape[0], self.num_units, -1)).flatten(1)
         return self.fc(h.flatten(1))
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +136,24 @@ class ImageEncoder(nn.Module):
         return (
             f"in_channels={self.in_channels}, resolution={self.resolution}, width={self.width}, "
             f"num_units={self.num_units}, unit_dim={self.unit_dim}, flatten_dim={self.flatten_dim}"
+            + (", unit_branches=True" if self.unit_branches else "")
         )
+
+
+class UnitLinear(nn.Module):
+    """One Linear per unit: ``(B, N, F) → (B, N, d)``, unit k through its own ``(F, d)`` weights.
+
+    Initialised as ``nn.Linear(F, d)`` is: uniform in ±1/√F for weights and biases.
+    """
+
+    def __init__(self, num_units: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        bound = in_features ** -0.5
+        self.weight = nn.Parameter(torch.empty(num_units, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_units, out_features).uniform_(-bound, bound))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bnf,nfd->bnd", h, self.weight) + self.bias
 
 
 def split_units(z: torch.Tensor, num_units: int) -> torch.Tensor:
