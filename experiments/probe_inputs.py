@@ -5,7 +5,10 @@ A linear probe (disdiff.metrics.probe) on (a) the 32x32 images themselves, avera
 latents do not linearly carry the object's geometry, no encoder trained through L_r will learn it
 quickly. A probe on pixels is only a rough yardstick (geometry is not linear in pixels).
 
-    python experiments/probe_inputs.py [--n 15000]
+    python experiments/probe_inputs.py [--n 15000] [--mlp]
+
+``--mlp`` adds an MLP probe (one hidden layer of 256, sklearn) on the latents for the object's
+geometry (scale, shape, orientation), which a linear probe underrates.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from disdiff.config import resolve_config_path as config_path
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=15000)
+    parser.add_argument("--mlp", action="store_true")
     args = parser.parse_args()
     data = load_dataset("shapes3d-synth", resolution=32)
     rng = np.random.RandomState(0)
@@ -51,6 +55,14 @@ def main() -> None:
             row[fname] = (round(acc, 3), round(chance, 3))
         out[name] = row
         print(name, json.dumps(row), flush=True)
+    if args.mlp:
+        from sklearn.neural_network import MLPClassifier
+
+        x = latents.flatten(1).numpy().astype(np.float64)
+        x = (x - x[:n_train].mean(0)) / x[:n_train].std(0)
+        for k in (3, 4, 5):
+            mlp = MLPClassifier((256,), max_iter=200, random_state=0).fit(x[:n_train], factors[:n_train, k])
+            print(f"latents_8x8x3 MLP {data.factor_names[k]}: {mlp.score(x[n_train:], factors[n_train:, k]):.3f}", flush=True)
 
 
 if __name__ == "__main__":
