@@ -40,6 +40,22 @@ def test_cross_entropy_targets_are_the_sampled_units():
         assert torch.all(wrong_loss > loss)
 
 
+def test_logit_scale_is_an_inverse_temperature_and_one_is_the_published_loss():
+    torch.manual_seed(1)
+    B, N, d = 6, 3, 4
+    z, z_hat, z_hat_c = torch.randn(B, N, d), torch.randn(B, N, d), torch.randn(B, N, d)
+    concept = torch.tensor([0, 1, 2, 2, 1, 0])
+    w = torch.rand(B)
+    published = dis_loss_from_codes(z, z_hat, z_hat_c, concept, w, 0.3)
+    assert all(torch.equal(x, y) for x, y in zip(published, dis_loss_from_codes(z, z_hat, z_hat_c, concept, w, 0.3, 1.0)))
+    loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, w, 0.3, logit_scale=4.0)
+    a, b = (z_hat - z).norm(dim=-1), (z_hat_c - z).norm(dim=-1)
+    delta = (z_hat - z_hat_c).norm(dim=-1)
+    assert torch.allclose(ce_va, F.cross_entropy(4.0 * (a - b), concept, reduction="none"))
+    assert torch.allclose(ce_in, F.cross_entropy(4.0 * delta, concept, reduction="none"))
+    assert torch.allclose(loss, w * 0.3 * (ce_va + ce_in))
+
+
 def test_codes_z_and_z_hat_carry_no_gradient():
     B, N, d = 3, 2, 4
     z = torch.randn(B, N, d, requires_grad=True)

@@ -376,3 +376,5 @@ def test_dis_weight_ramp_is_off_then_linear_then_the_published_weight(ldm_ckpt):
     for bad in ([5], [10, 5], [-1, 3], [1.5, 3]):
         with pytest.raises(ConfigError, match="dis_weight_ramp"):
             make_module(ldm_ckpt, dis_weight_ramp=bad)
+    with pytest.raises(ConfigError, match="dis_logit_scale"):
+        make_module(ldm_ckpt, dis_logit_scale=0)

@@ -129,10 +129,12 @@ def dis_loss_from_codes(
     concept: torch.Tensor,
     weight: torch.Tensor,
     dis_weight: float = 1.0,
+    logit_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample ``(dis_b, CE_va, CE_in)`` from codes shaped ``(B, N, d)``.
 
-    ``z`` and ``z_hat`` are detached here; only ``z_hat_c`` carries gradient.
+    ``z`` and ``z_hat`` are detached here; only ``z_hat_c`` carries gradient. ``logit_scale``
+    (1 in the paper) multiplies both logit vectors before the softmax (an inverse temperature).
     """
     if not (z.shape == z_hat.shape == z_hat_c.shape) or z.dim() != 3:
         raise ValueError(f"codes must all be (B, N, d), got {tuple(z.shape)}, {tuple(z_hat.shape)}, {tuple(z_hat_c.shape)}")
@@ -142,6 +144,8 @@ def dis_loss_from_codes(
     b = torch.linalg.vector_norm(z_hat_c - z, dim=-1)
     delta = torch.linalg.vector_norm(z_hat - z_hat_c, dim=-1)
     concept = concept.to(device=z.device, dtype=torch.long)
+    if logit_scale != 1.0:
+        a, b, delta = a * logit_scale, b * logit_scale, delta * logit_scale
     ce_va = F.cross_entropy(a - b, concept, reduction="none")
     ce_in = F.cross_entropy(delta, concept, reduction="none")
     loss = weight.detach().to(ce_va) * float(dis_weight) * (ce_va + ce_in)
@@ -173,6 +177,7 @@ def disentangling_loss(
     loss_type: str = "Z",
     dis_weight: float = 1.0,
     normalize_weight: bool = False,
+    logit_scale: float = 1.0,
 ) -> DisLossOutput:
     """Spec 4.6 step 7.
 
@@ -196,7 +201,7 @@ def disentangling_loss(
     weight = sample_weights(loss_type, x0, x0_c, images, images_c)
     if normalize_weight:
         weight = normalized_weights(weight)
-    loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight)
+    loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight, logit_scale)
     return DisLossOutput(loss=loss, ce_variant=ce_va, ce_invariant=ce_in, weight=weight, concept=concept,
                          z_hat=z_hat, z_hat_c=z_hat_c)
 

@@ -128,6 +128,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     decoder's conditioning.
     ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
     shift decoder's times this factor (a second AdamW parameter group).
+    ``dis_logit_scale`` (default 1, as published): an opt-in deviation that multiplies the
+    disentangling cross-entropies' logits (norms of code differences) by this inverse temperature.
     ``dis_weight_ramp`` (default null: the constant published weight): an opt-in deviation,
     ``[start, end]`` optimizer steps; the disentangling loss is off before ``start`` (and not
     computed, which saves its decode and re-encodings), then its weight rises linearly to
@@ -164,6 +166,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         encoder_lr_multiplier: float = 1.0,
         train_reencoder: bool = False,
         dis_weight_ramp: Sequence[int] | None = None,
+        dis_logit_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -247,6 +250,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.dis_weight = float(dis_weight)
         self.dis_weight_normalize = bool(dis_weight_normalize)
         self.dis_weight_ramp = _check_ramp(dis_weight_ramp)
+        if float(dis_logit_scale) <= 0:
+            raise ConfigError(f"dis_logit_scale must be > 0, got {dis_logit_scale}")
+        self.dis_logit_scale = float(dis_logit_scale)
         if float(encoder_lr_multiplier) <= 0:
             raise ConfigError(f"encoder_lr_multiplier must be > 0, got {encoder_lr_multiplier}")
         self.encoder_lr_multiplier = float(encoder_lr_multiplier)
@@ -398,7 +404,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
-                normalize_weight=self.dis_weight_normalize,
+                normalize_weight=self.dis_weight_normalize, logit_scale=self.dis_logit_scale,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis
