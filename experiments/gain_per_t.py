@@ -35,9 +35,8 @@ def main() -> None:
     rng = np.random.RandomState(0)
     factors = data.sample_factors(args.n, rng)
 
-    def images_of(f):
-        x = torch.from_numpy(data.sample_observations_from_factors(f, rng)).float()
-        return x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x
+    def images_of(f):  # (n, 3, 32, 32) in [-1, 1]
+        return torch.from_numpy(data.sample_observations_from_factors(f, rng)).float()
 
     x = images_of(factors)
     edges = [int(b) for b in args.buckets.split(",")]

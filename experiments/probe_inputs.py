@@ -17,13 +17,11 @@ import json
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from disdiff.data.registry import load_dataset
 from disdiff.metrics.probe import probe_accuracy
 from disdiff.pipeline.pretrained import default_pretrained_dir
-from disdiff.training.run import build_model_and_data
-from disdiff.config import resolve_config_path as config_path
+from disdiff.training.ldm_module import load_pretrained_ldm
 
 
 def main() -> None:
@@ -34,16 +32,12 @@ def main() -> None:
     data = load_dataset("shapes3d-synth", resolution=32)
     rng = np.random.RandomState(0)
     factors = data.sample_factors(args.n, rng)
-    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()
-    if images.shape[-1] == 3:
-        images = images.permute(0, 3, 1, 2)
-    cfg = OmegaConf.merge(*[OmegaConf.load(config_path(p)) for p in
-                            ("disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml")])
-    cfg.model.params.ldm_ckpt = str(default_pretrained_dir() / "stage2.ckpt")
-    model, _ = build_model_and_data(cfg)
-    model.eval()
+    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()  # (n, 3, 32, 32)
+    # The latents stage 3 denoises, s·E_AE(x), from the packaged stage 2 (which carries its first stage).
+    stage2 = load_pretrained_ldm(default_pretrained_dir() / "stage2.ckpt")
     with torch.no_grad():
-        latents = torch.cat([model.encode_images(images[i:i + 500]) for i in range(0, len(images), 500)])
+        latents = torch.cat([stage2["scale_factor"] * stage2["first_stage"].encode_to_latent(images[i:i + 500])
+                             for i in range(0, len(images), 500)])
     pooled = torch.nn.functional.avg_pool2d(images, 2)
     n_train = int(0.67 * args.n)
     out = {}
