@@ -22,6 +22,11 @@ branch of the same layers, ``width`` channels each: the convolutions after the f
 (``groups=N``) and step 9 is one Linear per unit, so unit k is computed from the image by
 branch k alone. Units then share no features: a unit that wants a factor another unit has
 learned must spend its own capacity on it (docs/EXPERIMENTS.md, session 3).
+
+``stochastic=True`` (a deviation, off by default; set by stage 3's opt-in ``code_kl_weight``) adds
+a second head, shaped as step 9, for a per-dimension log-variance: :meth:`encode_distribution`
+returns ``(mean, logvar)`` of a diagonal Gaussian code. ``forward`` still returns the mean, so
+evaluation, export and sampling read a deterministic code.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ __all__ = ["ImageEncoder", "EncoderResBlock", "UnitLinear", "split_units"]
 
 #: Number of stride-2 convolutions: the feature map is resolution / 16 on each side.
 NUM_DOWNSAMPLINGS = 4
+#: Initial log-variance of a stochastic code (``stochastic=True``).
+LOGVAR_INIT = -2.0
 
 
 class EncoderResBlock(nn.Module):
@@ -75,6 +82,7 @@ class ImageEncoder(nn.Module):
         num_units: int = 6,
         unit_dim: int = 32,
         unit_branches: bool = False,
+        stochastic: bool = False,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
@@ -112,21 +120,42 @@ class ImageEncoder(nn.Module):
             nn.ReLU(),
             EncoderResBlock(w, g),
         )
-        if self.unit_branches:
-            self.fc = UnitLinear(self.num_units, self.flatten_dim // g, self.unit_dim)
-        else:
-            self.fc = nn.Linear(self.flatten_dim, self.latent_dim)
+        self.fc = self._make_head()
+        self.stochastic = bool(stochastic)
+        if self.stochastic:
+            self.fc_logvar = self._make_head()
+            # Start with a small noise (sigma = e^-1) so the code is informative from the first
+            # steps; the KL term pulls the variance of the dimensions the decoder does not use up to 1.
+            with torch.no_grad():
+                for name, param in self.fc_logvar.named_parameters():
+                    param.fill_(LOGVAR_INIT if name == "bias" else 0.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _make_head(self) -> nn.Module:
+        if self.unit_branches:
+            return UnitLinear(self.num_units, self.flatten_dim // self.num_units, self.unit_dim)
+        return nn.Linear(self.flatten_dim, self.latent_dim)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels or tuple(x.shape[2:]) != self.resolution:
             raise ValueError(
                 f"image encoder expects images (B, {self.in_channels}, {self.resolution[0]}, {self.resolution[1]}), "
                 f"got {tuple(x.shape)}"
             )
         h = self.features(x)
-        if self.unit_branches:
-            return self.fc(h.reshape(h.shape[0], self.num_units, -1)).flatten(1)
-        return self.fc(h.flatten(1))
+        return h.reshape(h.shape[0], self.num_units, -1) if self.unit_branches else h.flatten(1)
+
+    def _apply_head(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        return head(h).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply_head(self.fc, self._features(x))
+
+    def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, logvar)``, both ``(B, N·d)``: the diagonal Gaussian code (``stochastic=True`` only)."""
+        if not self.stochastic:
+            raise RuntimeError("encode_distribution needs an ImageEncoder built with stochastic=True")
+        h = self._features(x)
+        return self._apply_head(self.fc, h), self._apply_head(self.fc_logvar, h)
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, d)``: the code split into its units."""
@@ -137,6 +166,7 @@ class ImageEncoder(nn.Module):
             f"in_channels={self.in_channels}, resolution={self.resolution}, width={self.width}, "
             f"num_units={self.num_units}, unit_dim={self.unit_dim}, flatten_dim={self.flatten_dim}"
             + (", unit_branches=True" if self.unit_branches else "")
+            + (", stochastic=True" if self.stochastic else "")
         )
 
 

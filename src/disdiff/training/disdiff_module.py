@@ -10,6 +10,8 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
 * ``L_r = mean_b mean_chw |ε − (pred + shift_coef_t·Σ_k G_k)|``;
 * the disentangling loss of :mod:`disdiff.models.disentangling_loss` with ``G_{c_b}``;
 * ``L = L_r + mean_b dis_b``. Logged as ``train/loss_rec``, ``train/loss_dis``, ``train/loss``.
+* opt-in (``code_kl_weight > 0``, not in the paper): ``z`` is drawn from the encoder's diagonal
+  Gaussian and ``L`` gains ``code_kl_weight · mean_b KL(q(z|x) || N(0, I))`` (``train/loss_kl``).
 
 A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
 its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
@@ -38,6 +40,7 @@ from disdiff.models.disentangling_loss import (
     disentangling_loss,
     sample_concepts,
 )
+from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
@@ -74,13 +77,26 @@ def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
     return p
 
 
-def _check_ramp(ramp: Sequence[int] | None) -> tuple[int, int] | None:
+def _check_ramp(ramp: Sequence[int] | None, name: str = "dis_weight_ramp") -> tuple[int, int] | None:
     if ramp is None:
         return None
     ramp = [v for v in ramp]  # a list, tuple or OmegaConf ListConfig
-    if len(ramp) != 2 or any(int(v) != v or v < 0 for v in ramp) or ramp[1] < ramp[0]:
-        raise ConfigError(f"dis_weight_ramp must be [start, end] optimizer steps with 0 <= start <= end, got {ramp}")
+    if (len(ramp) != 2 or not all(isinstance(v, (int, float)) for v in ramp)
+            or any(int(v) != v or v < 0 for v in ramp) or ramp[1] < ramp[0]):
+        raise ConfigError(f"{name} must be [start, end] optimizer steps with 0 <= start <= end, got {ramp}")
     return int(ramp[0]), int(ramp[1])
+
+
+def _ramp_factor(ramp: tuple[int, int] | None, step: int) -> float:
+    """0 before ``start``, rising linearly, 1 from ``end`` on (1 everywhere without a ramp)."""
+    if ramp is None:
+        return 1.0
+    start, end = ramp
+    if step < start:
+        return 0.0
+    if step >= end:
+        return 1.0
+    return (step - start + 1) / (end - start + 1)
 
 
 def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -134,6 +150,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``[start, end]`` optimizer steps; the disentangling loss is off before ``start`` (and not
     computed, which saves its decode and re-encodings), then its weight rises linearly to
     ``dis_weight`` at ``end``, so it acts on a code the reconstruction has already made informative.
+    ``code_kl_weight`` (default 0: the published deterministic code): an opt-in deviation; the
+    encoder gets a log-variance head (``ImageEncoder(stochastic=True)``), the shift decoder is
+    conditioned on a draw ``z = μ + σ·ε`` and the loss adds this weight times the KL of the code to
+    ``N(0, I)`` (:mod:`disdiff.models.code_prior`). The disentangling loss compares re-encodings with
+    ``μ``; evaluation and sampling read ``μ``. ``code_kl_ramp`` (``[start, end]`` steps, default
+    null: the full weight from step 0) ramps that weight as ``dis_weight_ramp`` does: the shift
+    decoder starts at G = 0, so at first the code cannot lower L_r and a KL at full weight
+    collapses it to the prior within a few hundred steps (docs/EXPERIMENTS.md, E19).
     """
 
     def __init__(
@@ -167,6 +191,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         train_reencoder: bool = False,
         dis_weight_ramp: Sequence[int] | None = None,
         dis_logit_scale: float = 1.0,
+        code_kl_weight: float = 0.0,
+        code_kl_ramp: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -189,6 +215,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
         if float(dis_weight) < 0:
             raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
+        if float(code_kl_weight) < 0:
+            raise ConfigError(f"code_kl_weight must be >= 0, got {code_kl_weight}")
+        if float(code_kl_weight) > 0 and "target" in (encoder_config or {}):
+            raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
         self.save_hyperparameters()
@@ -227,6 +257,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         # -- DisDiff parts -----------------------------------------------------------------------
         self.num_units = int(num_units)
         self.unit_dim = int(unit_dim)
+        self.code_kl_weight = float(code_kl_weight)
+        self.code_kl_ramp = _check_ramp(code_kl_ramp, "code_kl_ramp")
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
@@ -288,6 +320,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             given = kwargs.setdefault("in_channels", ch)
             if int(given) != ch:
                 raise ConfigError(f"encoder_config.in_channels={given} but the first stage's images have {ch} channels")
+        if self.code_kl_weight > 0:
+            kwargs["stochastic"] = True
         try:
             return ImageEncoder(num_units=self.num_units, unit_dim=self.unit_dim, **kwargs)
         except (TypeError, ValueError) as exc:
@@ -368,8 +402,17 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         device = x.device
         z0 = self.encode_images(x)
         work = torch.promote_types(x.dtype, torch.float32)  # float32 (float64 for a float64 reference)
-        with self._autocast():
-            z = self.encode_representation(x).to(work)
+        if self.code_kl_weight > 0:
+            with self._autocast():
+                mean, logvar = self.encoder.encode_distribution(x)
+            mean, logvar = mean.to(work), logvar.to(work)
+            code_kl = gaussian_kl(mean, logvar).mean()
+            z = split_units(reparameterize(mean, logvar, generator), self.num_units)
+            z_mean = split_units(mean, self.num_units)
+        else:
+            with self._autocast():
+                z = self.encode_representation(x).to(work)
+            z_mean, code_kl = z, None
         if t is None:
             if generator is None:
                 t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
@@ -400,7 +443,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if dis_weight > 0:
             sub_grad = fields[torch.arange(B, device=device), concept]
             dis = disentangling_loss(
-                schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
+                schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z_mean, concept=concept,
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
@@ -412,19 +455,21 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             loss_dis = torch.zeros((), device=device)
         result["loss_dis"] = loss_dis
         result["loss"] = loss_rec + loss_dis
+        if code_kl is not None:
+            result["code_kl"] = code_kl
+            result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
         return result
 
     def current_dis_weight(self) -> float:
         """``dis_weight``, scaled by the opt-in ramp at the current optimizer step."""
-        if self.dis_weight_ramp is None:
-            return self.dis_weight
-        start, end = self.dis_weight_ramp
-        step = self.global_step if self._trainer is not None else 0
-        if step < start:
-            return 0.0
-        if step >= end:
-            return self.dis_weight
-        return self.dis_weight * (step - start + 1) / (end - start + 1)
+        return self.dis_weight * _ramp_factor(self.dis_weight_ramp, self._step())
+
+    def current_code_kl_weight(self) -> float:
+        """``code_kl_weight``, scaled by the opt-in ``code_kl_ramp`` at the current optimizer step."""
+        return self.code_kl_weight * _ramp_factor(self.code_kl_ramp, self._step())
+
+    def _step(self) -> int:
+        return self.global_step if self._trainer is not None else 0
 
     def on_fit_start(self) -> None:
         main, dis_path = self.bf16_in_use()
@@ -440,6 +485,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.log("train/loss_rec", out["loss_rec"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         self.log("train/loss_dis", out["loss_dis"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
+        if "code_kl" in out:
+            self.log("train/loss_kl", out["code_kl"], on_step=True, on_epoch=False, batch_size=B)
         if "dis" in out:
             dis = out["dis"]
             self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
