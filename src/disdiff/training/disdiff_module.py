@@ -12,6 +12,8 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
 * ``L = L_r + mean_b dis_b``. Logged as ``train/loss_rec``, ``train/loss_dis``, ``train/loss``.
 * opt-in (``code_kl_weight > 0``, not in the paper): ``z`` is drawn from the encoder's diagonal
   Gaussian and ``L`` gains ``code_kl_weight · mean_b KL(q(z|x) || N(0, I))`` (``train/loss_kl``).
+* opt-in (``nested_unit_dropout > 0``, not in the paper): L_r sums only the fields of the first
+  ``K_b`` units of a truncated sample (:mod:`disdiff.models.nested_dropout`).
 
 A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
 its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
@@ -42,6 +44,7 @@ from disdiff.models.disentangling_loss import (
 )
 from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
+from disdiff.models.nested_dropout import nested_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
 from disdiff.training.ema_step import BatchEMAUpdate
@@ -158,6 +161,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     null: the full weight from step 0) ramps that weight as ``dis_weight_ramp`` does: the shift
     decoder starts at G = 0, so at first the code cannot lower L_r and a KL at full weight
     collapses it to the prior within a few hundred steps (docs/EXPERIMENTS.md, E19).
+    ``nested_unit_dropout`` (default 0: the published L_r over all units): an opt-in deviation;
+    with this probability a sample's L_r uses ``Σ_{k<K} G_k`` with ``K ~ U{1..N}`` (nested
+    dropout), which orders the units and removes the reward for a unit copying an earlier one.
+    The disentangling loss and sampling are unchanged.
     """
 
     def __init__(
@@ -193,6 +200,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_logit_scale: float = 1.0,
         code_kl_weight: float = 0.0,
         code_kl_ramp: Sequence[int] | None = None,
+        nested_unit_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -219,6 +227,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"code_kl_weight must be >= 0, got {code_kl_weight}")
         if float(code_kl_weight) > 0 and "target" in (encoder_config or {}):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
+        if not 0.0 <= float(nested_unit_dropout) <= 1.0:
+            raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {nested_unit_dropout}")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
         self.save_hyperparameters()
@@ -259,6 +269,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.unit_dim = int(unit_dim)
         self.code_kl_weight = float(code_kl_weight)
         self.code_kl_ramp = _check_ramp(code_kl_ramp, "code_kl_ramp")
+        self.nested_unit_dropout = float(nested_unit_dropout)
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
@@ -430,7 +441,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
         pred, fields = pred.to(work), fields.to(work)
-        out_grad = fields.sum(dim=1)
+        if self.nested_unit_dropout > 0:
+            keep = nested_unit_mask(B, self.num_units, self.nested_unit_dropout, generator, device)
+            out_grad = (fields * keep.to(fields.dtype).view(B, self.num_units, *([1] * (fields.dim() - 2)))).sum(dim=1)
+        else:
+            out_grad = fields.sum(dim=1)
         shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
         eps_hat = pred + shift_coef * out_grad
         diff = noise - eps_hat
