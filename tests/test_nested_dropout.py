@@ -1,4 +1,4 @@
-"""Opt-in nested dropout over the units (``nested_unit_dropout``): the mask, and L_r with it."""
+"""Opt-in unit schedules in L_r: nested dropout over the units (``nested_unit_dropout``) and units that join one by one (``progressive_units``)."""
 
 import pytest
 import torch
@@ -64,3 +64,32 @@ def test_default_is_the_published_reconstruction_and_bad_probability_is_a_config
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="nested_unit_dropout"):
             make_module(ldm_ckpt, nested_unit_dropout=bad)
+
+
+def test_progressive_units_join_one_by_one(ldm_ckpt):
+    """Opt-in progressive_units = T: unit k takes part in L_r and in the disentangling loss's choice
+    of unit only from step k·T on; before that its code gets no gradient."""
+    module = make_module(ldm_ckpt, progressive_units=10)
+    randomize_shift_output(module)
+    module.train()
+
+    class _Trainer:
+        def __init__(self, step):
+            self.global_step = step
+
+    for step, active in ((0, 1), (9, 1), (10, 2), (25, 3), (1000, 3)):
+        module._trainer = _Trainer(step)
+        assert module.active_units() == active
+    module._trainer = _Trainer(12)  # units 0 and 1
+    out = module.compute_losses(random_images(8), generator=torch.Generator().manual_seed(0))
+    assert int(out["concept"].max()) <= 1
+    coef = extract(module.schedule.shift_coef, out["t"], out["z_t"].shape)
+    expected = (out["noise"] - (out["pred"] + coef * out["fields"][:, :2].sum(1))).abs().flatten(1).mean(1).mean()
+    assert out["loss_rec"].item() == pytest.approx(expected.item(), rel=1e-6)
+    grad = torch.autograd.grad(out["loss"], out["z"])[0]
+    assert grad[:, :2].abs().sum() > 0 and grad[:, 2:].abs().sum() == 0
+    module._trainer = None
+    assert make_module(ldm_ckpt).active_units() == 3  # default: every unit from the start
+    for bad in (-1, 2.5):
+        with pytest.raises(ConfigError, match="progressive_units"):
+            make_module(ldm_ckpt, progressive_units=bad)

@@ -165,6 +165,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     with this probability a sample's L_r uses ``Σ_{k<K} G_k`` with ``K ~ U{1..N}`` (nested
     dropout), which orders the units and removes the reward for a unit copying an earlier one.
     The disentangling loss and sampling are unchanged.
+    ``progressive_units`` (default 0: every unit from the start, as published): an opt-in deviation;
+    unit k joins L_r (and the disentangling loss's choice of unit) only from optimizer step
+    ``k · progressive_units`` on, so each new unit meets a residual from which the earlier units
+    have already removed the factors they learned.
     """
 
     def __init__(
@@ -201,6 +205,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         code_kl_weight: float = 0.0,
         code_kl_ramp: Sequence[int] | None = None,
         nested_unit_dropout: float = 0.0,
+        progressive_units: int = 0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -229,6 +234,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if not 0.0 <= float(nested_unit_dropout) <= 1.0:
             raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {nested_unit_dropout}")
+        if int(progressive_units) != progressive_units or progressive_units < 0:
+            raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {progressive_units}")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
         self.save_hyperparameters()
@@ -270,6 +277,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.code_kl_weight = float(code_kl_weight)
         self.code_kl_ramp = _check_ramp(code_kl_ramp, "code_kl_ramp")
         self.nested_unit_dropout = float(nested_unit_dropout)
+        self.progressive_units = int(progressive_units)
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
@@ -435,14 +443,17 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 noise = torch.randn_like(z0)
             else:
                 noise = torch.randn(z0.shape, generator=generator, device=generator.device, dtype=z0.dtype).to(device)
+        active = self.active_units()
         if concept is None:
-            concept = sample_concepts(B, self.num_units, generator, device)
+            concept = sample_concepts(B, active, generator, device)
         z_t = q_sample(self.schedule, z0, t, noise)
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
         pred, fields = pred.to(work), fields.to(work)
-        if self.nested_unit_dropout > 0:
-            keep = nested_unit_mask(B, self.num_units, self.nested_unit_dropout, generator, device)
+        if self.nested_unit_dropout > 0 or active < self.num_units:
+            keep = torch.zeros(B, self.num_units, device=device)
+            keep[:, :active] = (nested_unit_mask(B, active, self.nested_unit_dropout, generator, device)
+                                if self.nested_unit_dropout > 0 else 1.0)
             out_grad = (fields * keep.to(fields.dtype).view(B, self.num_units, *([1] * (fields.dim() - 2)))).sum(dim=1)
         else:
             out_grad = fields.sum(dim=1)
@@ -482,6 +493,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     def current_code_kl_weight(self) -> float:
         """``code_kl_weight``, scaled by the opt-in ``code_kl_ramp`` at the current optimizer step."""
         return self.code_kl_weight * _ramp_factor(self.code_kl_ramp, self._step())
+
+    def active_units(self) -> int:
+        """How many units (the first ones) take part in the losses at the current step."""
+        if self.progressive_units == 0:
+            return self.num_units
+        return min(self.num_units, 1 + self._step() // self.progressive_units)
 
     def _step(self) -> int:
         return self.global_step if self._trainer is not None else 0
