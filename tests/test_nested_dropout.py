@@ -4,7 +4,7 @@ import pytest
 import torch
 from disdiff_support import make_module, random_images, randomize_shift_output
 
-import disdiff.training.disdiff_module as disdiff_module
+import disdiff.models.nested_dropout as nested_dropout
 from disdiff.config import ConfigError
 from disdiff.diffusion.schedule import extract
 from disdiff.models.nested_dropout import nested_unit_mask
@@ -30,7 +30,7 @@ def test_reconstruction_sums_only_the_kept_units(ldm_ckpt, monkeypatch):
     module = make_module(ldm_ckpt, nested_unit_dropout=1.0, dis_weight=0.0)
     randomize_shift_output(module)
     fixed = torch.tensor([[1.0, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]])  # the test module has 3 units
-    monkeypatch.setattr(disdiff_module, "nested_unit_mask", lambda *args, **kwargs: fixed)
+    monkeypatch.setattr(nested_dropout, "nested_unit_mask", lambda *args, **kwargs: fixed)
     x = random_images(4)
     out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
     coef = extract(module.schedule.shift_coef, out["t"], out["z_t"].shape)
@@ -46,7 +46,7 @@ def test_dropped_units_get_no_reconstruction_gradient(ldm_ckpt, monkeypatch):
     randomize_shift_output(module)
     only_first = torch.zeros(4, 3)
     only_first[:, 0] = 1
-    monkeypatch.setattr(disdiff_module, "nested_unit_mask", lambda *args, **kwargs: only_first)
+    monkeypatch.setattr(nested_dropout, "nested_unit_mask", lambda *args, **kwargs: only_first)
     module.train()
     out = module.compute_losses(random_images(4), generator=torch.Generator().manual_seed(0))
     z = out["z"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["nested_unit_mask"]
+__all__ = ["nested_unit_mask", "reconstruction_unit_mask"]
 
 
 def nested_unit_mask(
@@ -37,3 +37,26 @@ def nested_unit_mask(
     keep = torch.where(u < probability, cut, torch.full_like(cut, num_units))
     units = torch.arange(num_units, device=gen_device)
     return (units[None, :] < keep[:, None]).to(device=device, dtype=torch.float32)
+
+
+def reconstruction_unit_mask(
+    batch_size: int,
+    num_units: int,
+    active_units: int,
+    nested_probability: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
+    """Which units' fields enter L_r: float ``(B, N)``, or ``None`` for all of them (the paper).
+
+    Units ``active_units …  N − 1`` are off (opt-in ``progressive_units``); among the active ones
+    a sample is truncated by :func:`nested_unit_mask` with ``nested_probability``.
+    """
+    if not 1 <= active_units <= num_units:
+        raise ValueError(f"active_units must be in [1, {num_units}], got {active_units}")
+    if nested_probability == 0 and active_units == num_units:
+        return None
+    mask = torch.zeros(batch_size, num_units, device=device)
+    mask[:, :active_units] = (nested_unit_mask(batch_size, active_units, nested_probability, generator, device)
+                              if nested_probability > 0 else 1.0)
+    return mask

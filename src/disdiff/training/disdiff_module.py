@@ -44,7 +44,7 @@ from disdiff.models.disentangling_loss import (
 )
 from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
-from disdiff.models.nested_dropout import nested_unit_mask
+from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
 from disdiff.training.ema_step import BatchEMAUpdate
@@ -450,13 +450,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
         pred, fields = pred.to(work), fields.to(work)
-        if self.nested_unit_dropout > 0 or active < self.num_units:
-            keep = torch.zeros(B, self.num_units, device=device)
-            keep[:, :active] = (nested_unit_mask(B, active, self.nested_unit_dropout, generator, device)
-                                if self.nested_unit_dropout > 0 else 1.0)
-            out_grad = (fields * keep.to(fields.dtype).view(B, self.num_units, *([1] * (fields.dim() - 2)))).sum(dim=1)
+        keep = reconstruction_unit_mask(B, self.num_units, active, self.nested_unit_dropout, generator, device)
+        if keep is not None:  # opt-in nested dropout / progressive units
+            fields_in_rec = fields * keep.to(fields.dtype).view(B, self.num_units, *([1] * (fields.dim() - 2)))
         else:
-            out_grad = fields.sum(dim=1)
+            fields_in_rec = fields
+        out_grad = fields_in_rec.sum(dim=1)
         shift_coef = extract(self.schedule.shift_coef, t, z_t.shape).to(z_t)
         eps_hat = pred + shift_coef * out_grad
         diff = noise - eps_hat
