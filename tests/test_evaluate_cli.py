@@ -120,6 +120,7 @@ def test_probe_is_in_the_record_unless_skipped(tmp_path, capsys):
     record = json.loads((tmp_path / "with.json").read_text())
     # each unit holds its factor linearly (plus a little noise): the probe finds every factor
     assert min(record["probe"]["accuracy"]) > 0.9
+    assert record["probe"]["settings"]["num_train"] == 600 and record["probe"]["settings"]["num_test"] == 300
     assert main(["evaluate", *common, "--no-probe", "--out", str(tmp_path / "without.json")]) == 0
     assert "linear probe" not in capsys.readouterr().out
     assert "probe" not in json.loads((tmp_path / "without.json").read_text())

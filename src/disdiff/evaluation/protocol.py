@@ -243,15 +243,17 @@ def evaluate_representations(reps: Representations, info: DatasetInfo, metrics: 
 
 def probe_code(latents: np.ndarray, info: DatasetInfo, seed: int = 0,
                settings: Mapping[str, Any] | None = None) -> dict:
-    """Linear-probe accuracies (:mod:`disdiff.metrics.probe`) of the full code ``latents`` (M, N, d)."""
+    """Linear-probe accuracies (:mod:`disdiff.metrics.probe`) of the full code ``latents`` (M, N, d),
+    with the settings used (defaults updated with ``settings``) under ``"settings"``."""
     latents = np.asarray(latents)
     if latents.ndim != 3:
         raise MetricError(f"probe needs latents shaped (M, N, d), got {latents.shape}")
     options = {**probe_metric.DEFAULTS, **(settings or {})}
     view = IndexObservations(info.factor_sizes, info.factor_names, info.label)
     flat = latents.reshape(latents.shape[0], -1)
-    return probe_metric.compute(view, LatentLookup(flat), np.random.RandomState(seed), num_units=latents.shape[1],
-                                factor_names=info.factor_names, **options)
+    result = probe_metric.compute(view, LatentLookup(flat), np.random.RandomState(seed), num_units=latents.shape[1],
+                                  factor_names=info.factor_names, **options)
+    return {**result, "settings": dict(options)}  # the record says how the probe was run
 
 
 def evaluate_file(path: str | Path, info: DatasetInfo, out_json: str | Path | None = None, **options) -> dict:
