@@ -144,18 +144,15 @@ class ImageEncoder(nn.Module):
         h = self.features(x)
         return h.reshape(h.shape[0], self.num_units, -1) if self.unit_branches else h.flatten(1)
 
-    def _apply_head(self, head: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        return head(h).flatten(1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply_head(self.fc, self._features(x))
+        return self.fc(self._features(x)).flatten(1)
 
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, logvar)``, both ``(B, N·d)``: the diagonal Gaussian code (``stochastic=True`` only)."""
         if not self.stochastic:
             raise RuntimeError("encode_distribution needs an ImageEncoder built with stochastic=True")
         h = self._features(x)
-        return self._apply_head(self.fc, h), self._apply_head(self.fc_logvar, h)
+        return self.fc(h).flatten(1), self.fc_logvar(h).flatten(1)
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, d)``: the code split into its units."""

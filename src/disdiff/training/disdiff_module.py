@@ -234,7 +234,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if not 0.0 <= float(nested_unit_dropout) <= 1.0:
             raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {nested_unit_dropout}")
-        if int(progressive_units) != progressive_units or progressive_units < 0:
+        if not isinstance(progressive_units, int) or isinstance(progressive_units, bool) or progressive_units < 0:
             raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {progressive_units}")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
