@@ -35,6 +35,7 @@ from disdiff.config import ConfigError, instantiate_from_config
 from disdiff.diffusion.ema import EMA
 from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
+from disdiff.diffusion.timesteps import sample_timesteps
 from disdiff.models.disentangling_loss import (
     DIS_LOSS_TYPES,
     REENCODER_BN_MODES,
@@ -47,6 +48,7 @@ from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.training.batches import images_from_batch
+from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 
@@ -78,28 +80,6 @@ def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
     if not p.is_file():
         raise ConfigError(f"stage-2 (LDM) checkpoint {str(p)!r} not found")
     return p
-
-
-def _check_ramp(ramp: Sequence[int] | None, name: str = "dis_weight_ramp") -> tuple[int, int] | None:
-    if ramp is None:
-        return None
-    ramp = [v for v in ramp]  # a list, tuple or OmegaConf ListConfig
-    if (len(ramp) != 2 or not all(isinstance(v, (int, float)) for v in ramp)
-            or any(int(v) != v or v < 0 for v in ramp) or ramp[1] < ramp[0]):
-        raise ConfigError(f"{name} must be [start, end] optimizer steps with 0 <= start <= end, got {ramp}")
-    return int(ramp[0]), int(ramp[1])
-
-
-def _ramp_factor(ramp: tuple[int, int] | None, step: int) -> float:
-    """0 before ``start``, rising linearly, 1 from ``end`` on (1 everywhere without a ramp)."""
-    if ramp is None:
-        return 1.0
-    start, end = ramp
-    if step < start:
-        return 0.0
-    if step >= end:
-        return 1.0
-    return (step - start + 1) / (end - start + 1)
 
 
 def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | None, int | None]:
@@ -138,37 +118,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
     (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
-    ``dis_weight_normalize`` (default false, the published loss): an opt-in deviation from the
-    paper that divides the disentangling loss's sample weights by their batch mean
-    (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while G is small.
-    ``train_reencoder`` (default false, as published; the original's ``train_enc_flag``): the
-    disentangling loss re-encodes with the live encoder instead of a frozen copy, so its gradient
-    also reaches the encoder's weights through the re-encodings, not only through the shift
-    decoder's conditioning.
-    ``encoder_lr_multiplier`` (default 1, as published): the image encoder's learning rate is the
-    shift decoder's times this factor (a second AdamW parameter group).
-    ``dis_logit_scale`` (default 1, as published): an opt-in deviation that multiplies the
-    disentangling cross-entropies' logits (norms of code differences) by this inverse temperature.
-    ``dis_weight_ramp`` (default null: the constant published weight): an opt-in deviation,
-    ``[start, end]`` optimizer steps; the disentangling loss is off before ``start`` (and not
-    computed, which saves its decode and re-encodings), then its weight rises linearly to
-    ``dis_weight`` at ``end``, so it acts on a code the reconstruction has already made informative.
-    ``code_kl_weight`` (default 0: the published deterministic code): an opt-in deviation; the
-    encoder gets a log-variance head (``ImageEncoder(stochastic=True)``), the shift decoder is
-    conditioned on a draw ``z = μ + σ·ε`` and the loss adds this weight times the KL of the code to
-    ``N(0, I)`` (:mod:`disdiff.models.code_prior`). The disentangling loss compares re-encodings with
-    ``μ``; evaluation and sampling read ``μ``. ``code_kl_ramp`` (``[start, end]`` steps, default
-    null: the full weight from step 0) ramps that weight as ``dis_weight_ramp`` does: the shift
-    decoder starts at G = 0, so at first the code cannot lower L_r and a KL at full weight
-    collapses it to the prior within a few hundred steps (docs/EXPERIMENTS.md, E19).
-    ``nested_unit_dropout`` (default 0: the published L_r over all units): an opt-in deviation;
-    with this probability a sample's L_r uses ``Σ_{k<K} G_k`` with ``K ~ U{1..N}`` (nested
-    dropout), which orders the units and removes the reward for a unit copying an earlier one.
-    The disentangling loss and sampling are unchanged.
-    ``progressive_units`` (default 0: every unit from the start, as published): an opt-in deviation;
-    unit k joins L_r (and the disentangling loss's choice of unit) only from optimizer step
-    ``k · progressive_units`` on, so each new unit meets a residual from which the earlier units
-    have already removed the factors they learned.
+    Opt-in deviations from the paper (``dis_weight_normalize``, ``train_reencoder``,
+    ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
+    ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``) are
+    ``model.params`` keys whose defaults are the published behaviour; they are checked and kept in
+    :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring defines each.
     """
 
     def __init__(
@@ -206,6 +160,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         code_kl_ramp: Sequence[int] | None = None,
         nested_unit_dropout: float = 0.0,
         progressive_units: int = 0,
+        timestep_focus: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -228,14 +183,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
         if float(dis_weight) < 0:
             raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
-        if float(code_kl_weight) < 0:
-            raise ConfigError(f"code_kl_weight must be >= 0, got {code_kl_weight}")
-        if float(code_kl_weight) > 0 and "target" in (encoder_config or {}):
+        self.deviations = Deviations.checked(
+            dis_weight_normalize=dis_weight_normalize, train_reencoder=train_reencoder,
+            encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
+            dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
+            nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
+            timestep_focus=timestep_focus)
+        if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
-        if not 0.0 <= float(nested_unit_dropout) <= 1.0:
-            raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {nested_unit_dropout}")
-        if not isinstance(progressive_units, int) or isinstance(progressive_units, bool) or progressive_units < 0:
-            raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {progressive_units}")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
         self.save_hyperparameters()
@@ -268,16 +223,16 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             first_stage = freeze_first_stage(instantiate_from_config(stage2["first_stage_config"]))
         self.first_stage = first_stage
         self.schedule = DiffusionSchedule(**(stage2.get("schedule_config") or {}))
+        focus = self.deviations.timestep_focus
+        if focus is not None and focus[0] > self.schedule.num_timesteps:
+            raise ConfigError(f"timestep_focus t_max={focus[0]} exceeds the stage-2 schedule's "
+                              f"{self.schedule.num_timesteps} timesteps")
         # The stage-2 value on every rank (it is set at construction, not in a rank-0 hook).
         self.register_buffer("scale_factor", torch.tensor(float(stage2["scale_factor"]), dtype=torch.float32))
 
         # -- DisDiff parts -----------------------------------------------------------------------
         self.num_units = int(num_units)
         self.unit_dim = int(unit_dim)
-        self.code_kl_weight = float(code_kl_weight)
-        self.code_kl_ramp = _check_ramp(code_kl_ramp, "code_kl_ramp")
-        self.nested_unit_dropout = float(nested_unit_dropout)
-        self.progressive_units = int(progressive_units)
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
@@ -292,21 +247,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
                               f"stage-3 config: {exc}") from exc
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
-        self.train_reencoder = bool(train_reencoder)
         # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
         # does not require grad; the encoder is never averaged, spec 1.3).
         self.ema = EMA(self.denoiser, decay=ema_decay) if use_ema else None
 
         self.dis_loss_type = dis_loss_type
         self.dis_weight = float(dis_weight)
-        self.dis_weight_normalize = bool(dis_weight_normalize)
-        self.dis_weight_ramp = _check_ramp(dis_weight_ramp)
-        if float(dis_logit_scale) <= 0:
-            raise ConfigError(f"dis_logit_scale must be > 0, got {dis_logit_scale}")
-        self.dis_logit_scale = float(dis_logit_scale)
-        if float(encoder_lr_multiplier) <= 0:
-            raise ConfigError(f"encoder_lr_multiplier must be > 0, got {encoder_lr_multiplier}")
-        self.encoder_lr_multiplier = float(encoder_lr_multiplier)
         self.loss_type = loss_type
         self.warmup_steps = int(warmup_steps)
         self.weight_decay = float(weight_decay)
@@ -339,7 +285,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             given = kwargs.setdefault("in_channels", ch)
             if int(given) != ch:
                 raise ConfigError(f"encoder_config.in_channels={given} but the first stage's images have {ch} channels")
-        if self.code_kl_weight > 0:
+        if self.deviations.code_kl_weight > 0:
             kwargs["stochastic"] = True
         try:
             return ImageEncoder(num_units=self.num_units, unit_dim=self.unit_dim, **kwargs)
@@ -402,7 +348,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
     def _reencode(self, images: torch.Tensor) -> torch.Tensor:
         """Ê(images): the frozen copy (published), or the live encoder with ``train_reencoder``."""
-        if self.train_reencoder:
+        if self.deviations.train_reencoder:
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
             return self._dis_path(self.encoder, images)
@@ -421,7 +367,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         device = x.device
         z0 = self.encode_images(x)
         work = torch.promote_types(x.dtype, torch.float32)  # float32 (float64 for a float64 reference)
-        if self.code_kl_weight > 0:
+        if self.deviations.code_kl_weight > 0:
             with self._autocast():
                 mean, logvar = self.encoder.encode_distribution(x)
             mean, logvar = mean.to(work), logvar.to(work)
@@ -433,11 +379,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 z = self.encode_representation(x).to(work)
             z_mean, code_kl = z, None
         if t is None:
-            if generator is None:
-                t = torch.randint(0, self.schedule.num_timesteps, (B,), device=device)
-            else:
-                t = torch.randint(0, self.schedule.num_timesteps, (B,), generator=generator,
-                                  device=generator.device).to(device)
+            t = sample_timesteps(B, self.schedule.num_timesteps, generator, device, self.deviations.timestep_focus)
         if noise is None:
             if generator is None:
                 noise = torch.randn_like(z0)
@@ -450,7 +392,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         with self._autocast():
             pred, fields = self.denoiser(z_t, t, z)
         pred, fields = pred.to(work), fields.to(work)
-        keep = reconstruction_unit_mask(B, self.num_units, active, self.nested_unit_dropout, generator, device)
+        keep = reconstruction_unit_mask(B, self.num_units, active, self.deviations.nested_unit_dropout,
+                                        generator, device)
         if keep is not None:  # opt-in nested dropout / progressive units
             fields_in_rec = fields * keep.to(fields.dtype).view(B, self.num_units, *([1] * (fields.dim() - 2)))
         else:
@@ -472,7 +415,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
-                normalize_weight=self.dis_weight_normalize, logit_scale=self.dis_logit_scale,
+                normalize_weight=self.deviations.dis_weight_normalize, logit_scale=self.deviations.dis_logit_scale,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis
@@ -487,17 +430,15 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
     def current_dis_weight(self) -> float:
         """``dis_weight``, scaled by the opt-in ramp at the current optimizer step."""
-        return self.dis_weight * _ramp_factor(self.dis_weight_ramp, self._step())
+        return self.dis_weight * self.deviations.dis_weight_factor(self._step())
 
     def current_code_kl_weight(self) -> float:
         """``code_kl_weight``, scaled by the opt-in ``code_kl_ramp`` at the current optimizer step."""
-        return self.code_kl_weight * _ramp_factor(self.code_kl_ramp, self._step())
+        return self.deviations.code_kl_weight * self.deviations.code_kl_factor(self._step())
 
     def active_units(self) -> int:
         """How many units (the first ones) take part in the losses at the current step."""
-        if self.progressive_units == 0:
-            return self.num_units
-        return min(self.num_units, 1 + self._step() // self.progressive_units)
+        return self.deviations.active_units(self.num_units, self._step())
 
     def _step(self) -> int:
         return self.global_step if self._trainer is not None else 0
@@ -545,7 +486,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         # Two groups only so that the encoder's lr can differ (encoder_lr_multiplier, default 1:
         # then this is exactly one AdamW over all trainable parameters, as published).
         groups = [{"params": list(self.denoiser.trainable_parameters()), "lr": self.learning_rate},
-                  {"params": list(self.encoder.parameters()), "lr": self.learning_rate * self.encoder_lr_multiplier}]
+                  {"params": list(self.encoder.parameters()),
+                   "lr": self.learning_rate * self.deviations.encoder_lr_multiplier}]
         opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}

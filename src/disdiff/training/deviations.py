@@ -1,0 +1,134 @@
+"""The opt-in deviations of stage-3 training from the paper, in one checked, immutable object.
+
+Every field defaults to the published behaviour; :class:`disdiff.training.disdiff_module.DisDiffModule`
+takes them as ``model.params`` keys (so configs and checkpoints name them one by one) and keeps them
+here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
+
+* ``dis_weight_normalize`` (false): divide the disentangling loss's sample weights by their batch
+  mean (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while the
+  shift field G is still small.
+* ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
+  with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
+  through the re-encodings, not only through the shift decoder's conditioning.
+* ``encoder_lr_multiplier`` (1): the image encoder's learning rate is the shift decoder's times this
+  (a second AdamW parameter group).
+* ``dis_logit_scale`` (1): an inverse temperature on the disentangling cross-entropies' logits
+  (norms of code differences).
+* ``dis_weight_ramp`` (null: the constant published weight): ``[start, end]`` optimizer steps; the
+  disentangling loss is off before ``start`` (and not computed, which saves its decode and
+  re-encodings), then its weight rises linearly to ``dis_weight`` at ``end``.
+* ``code_kl_weight`` (0: the published deterministic code): the encoder gets a log-variance head,
+  the shift decoder is conditioned on a draw ``z = μ + σ·ε`` and the loss adds this weight times the
+  KL of the code to ``N(0, I)`` (:mod:`disdiff.models.code_prior`). The disentangling loss,
+  evaluation and sampling read ``μ``. ``code_kl_ramp`` (``[start, end]``, default null) ramps the
+  weight as ``dis_weight_ramp`` does: the shift decoder starts at G = 0, so at first the code cannot
+  lower L_r, and a KL at full weight collapses it to the prior within a few hundred steps (E19).
+* ``nested_unit_dropout`` (0: L_r over all units): with this probability a sample's L_r uses
+  ``Σ_{k<K} G_k`` with ``K ~ U{1..N}`` (nested dropout, :mod:`disdiff.models.nested_dropout`),
+  which orders the units and removes the reward for a unit copying an earlier one.
+* ``progressive_units`` (0: every unit from the start): unit k joins L_r, and the disentangling
+  loss's choice of unit, only from optimizer step ``k · progressive_units`` on.
+* ``timestep_focus`` (null: ``t ~ U{0..T−1}``): ``[t_max, fraction]``; each sample's t is drawn from
+  ``U{0..t_max−1}`` with probability ``fraction``, else uniformly
+  (:func:`disdiff.diffusion.timesteps.sample_timesteps`), which gives small t, where the object's
+  geometry matters most relative to the hues, more of the training signal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+from disdiff.config import ConfigError
+
+Ramp = tuple[int, int]
+
+
+def check_ramp(ramp: Sequence[int] | None, name: str) -> Ramp | None:
+    """``[start, end]`` optimizer steps with ``0 <= start <= end`` (a list, tuple or ListConfig), or None."""
+    if ramp is None:
+        return None
+    ramp = [v for v in ramp]
+    if (len(ramp) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ramp)
+            or any(int(v) != v or v < 0 for v in ramp) or ramp[1] < ramp[0]):
+        raise ConfigError(f"{name} must be [start, end] optimizer steps with 0 <= start <= end, got {ramp}")
+    return int(ramp[0]), int(ramp[1])
+
+
+def ramp_factor(ramp: Ramp | None, step: int) -> float:
+    """0 before ``start``, rising linearly, 1 from ``end`` on (1 everywhere without a ramp)."""
+    if ramp is None:
+        return 1.0
+    start, end = ramp
+    if step < start:
+        return 0.0
+    if step >= end:
+        return 1.0
+    return (step - start + 1) / (end - start + 1)
+
+
+@dataclass(frozen=True)
+class Deviations:
+    """The opt-in switches (module docstring); build it with :meth:`checked`."""
+
+    dis_weight_normalize: bool = False
+    train_reencoder: bool = False
+    encoder_lr_multiplier: float = 1.0
+    dis_logit_scale: float = 1.0
+    dis_weight_ramp: Ramp | None = None
+    code_kl_weight: float = 0.0
+    code_kl_ramp: Ramp | None = None
+    nested_unit_dropout: float = 0.0
+    progressive_units: int = 0
+    timestep_focus: tuple[int, float] | None = None
+
+    @classmethod
+    def checked(cls, **values: Any) -> "Deviations":
+        """Validate config values (ConfigError naming the key) and normalise their types."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown deviation switch(es) {sorted(unknown)}")
+        v = {f.name: values.get(f.name, f.default) for f in fields(cls)}
+        for name in ("encoder_lr_multiplier", "dis_logit_scale"):
+            if float(v[name]) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {v[name]}")
+        if float(v["code_kl_weight"]) < 0:
+            raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
+        if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
+            raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {v['nested_unit_dropout']}")
+        units = v["progressive_units"]
+        if not isinstance(units, int) or isinstance(units, bool) or units < 0:
+            raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {units!r}")
+        focus = v["timestep_focus"]
+        if focus is not None:
+            focus = [x for x in focus]
+            if (len(focus) != 2 or isinstance(focus[0], bool) or not isinstance(focus[0], int) or focus[0] < 1
+                    or not isinstance(focus[1], (int, float)) or not 0.0 <= float(focus[1]) <= 1.0):
+                raise ConfigError(f"timestep_focus must be [t_max >= 1 (an integer), fraction in [0, 1]], got {focus}")
+            focus = (int(focus[0]), float(focus[1]))
+        return cls(
+            dis_weight_normalize=bool(v["dis_weight_normalize"]),
+            train_reencoder=bool(v["train_reencoder"]),
+            encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),
+            dis_logit_scale=float(v["dis_logit_scale"]),
+            dis_weight_ramp=check_ramp(v["dis_weight_ramp"], "dis_weight_ramp"),
+            code_kl_weight=float(v["code_kl_weight"]),
+            code_kl_ramp=check_ramp(v["code_kl_ramp"], "code_kl_ramp"),
+            nested_unit_dropout=float(v["nested_unit_dropout"]),
+            progressive_units=units,
+            timestep_focus=focus,
+        )
+
+    def dis_weight_factor(self, step: int) -> float:
+        """The factor on ``dis_weight`` at optimizer step ``step`` (1 without a ramp)."""
+        return ramp_factor(self.dis_weight_ramp, step)
+
+    def code_kl_factor(self, step: int) -> float:
+        """The factor on ``code_kl_weight`` at optimizer step ``step`` (1 without a ramp)."""
+        return ramp_factor(self.code_kl_ramp, step)
+
+    def active_units(self, num_units: int, step: int) -> int:
+        """How many units (the first ones) take part in the losses at ``step``."""
+        if self.progressive_units == 0:
+            return num_units
+        return min(num_units, 1 + step // self.progressive_units)

@@ -1,0 +1,56 @@
+"""The opt-in deviations object: published defaults, checked values, schedules."""
+
+import pytest
+
+from disdiff.config import ConfigError
+from disdiff.training.deviations import Deviations, ramp_factor
+
+
+def test_defaults_are_the_published_behaviour():
+    d = Deviations.checked()
+    assert d == Deviations()
+    assert not d.dis_weight_normalize and not d.train_reencoder
+    assert d.encoder_lr_multiplier == 1.0 and d.dis_logit_scale == 1.0 and d.code_kl_weight == 0.0
+    assert d.nested_unit_dropout == 0.0 and d.progressive_units == 0
+    assert all(d.dis_weight_factor(s) == 1.0 and d.code_kl_factor(s) == 1.0 for s in (0, 1, 10**6))
+    assert all(d.active_units(6, s) == 6 for s in (0, 5, 10**6))
+
+
+def test_ramp_is_zero_then_linear_then_one():
+    assert [ramp_factor((2, 5), s) for s in range(8)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert ramp_factor((3, 3), 2) == 0.0 and ramp_factor((3, 3), 3) == 1.0
+    assert ramp_factor(None, 0) == 1.0
+
+
+def test_progressive_units_join_one_per_period():
+    d = Deviations.checked(progressive_units=100)
+    assert [d.active_units(4, s) for s in (0, 99, 100, 250, 300, 10**6)] == [1, 1, 2, 3, 4, 4]
+
+
+def test_values_are_normalised():
+    d = Deviations.checked(dis_weight_ramp=[10, 20], encoder_lr_multiplier=2, train_reencoder=1)
+    assert d.dis_weight_ramp == (10, 20) and isinstance(d.encoder_lr_multiplier, float) and d.train_reencoder is True
+
+
+@pytest.mark.parametrize("key, value", [
+    ("encoder_lr_multiplier", 0), ("dis_logit_scale", -1.0), ("code_kl_weight", -0.1),
+    ("nested_unit_dropout", 1.5), ("progressive_units", "500"), ("progressive_units", 2.5),
+    ("progressive_units", True), ("dis_weight_ramp", [5]), ("dis_weight_ramp", [9, 3]),
+    ("code_kl_ramp", [0, "x"]), ("code_kl_ramp", [-1, 4]),
+])
+def test_bad_values_name_their_key(key, value):
+    with pytest.raises(ConfigError, match=key):
+        Deviations.checked(**{key: value})
+
+
+def test_unknown_switch_is_an_error():
+    with pytest.raises(ConfigError, match="dis_logit_scal"):
+        Deviations.checked(dis_logit_scal=5.0)
+
+
+def test_timestep_focus_is_checked_and_normalised():
+    assert Deviations.checked(timestep_focus=[300, 0.5]).timestep_focus == (300, 0.5)
+    assert Deviations.checked().timestep_focus is None
+    for bad in ([300], [0, 0.5], [300, 1.5], [300.5, 0.5], [True, 0.5], ["300", 0.5]):
+        with pytest.raises(ConfigError, match="timestep_focus"):
+            Deviations.checked(timestep_focus=bad)
