@@ -25,6 +25,8 @@ from pathlib import Path
 from disdiff.evaluation import runs
 
 CONFIGS = ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"]
+# The CLI of the interpreter running this script (not whatever `disdiff` is first on PATH).
+DISDIFF = [sys.executable, "-m", "disdiff.cli.main"]
 
 
 def run(cmd: list[str], env: dict, log) -> None:
@@ -78,11 +80,11 @@ def main() -> None:
         shutil.copy2(source / "checkpoints" / "last.ckpt", root / "checkpoints" / "last.ckpt")
     started = time.time()
     if not args.eval_only:
-        cmd = ["disdiff", "train", "-b", *CONFIGS, "--run-dir", str(root), "-s", str(args.seed),
+        cmd = [*DISDIFF, "train", "-b", *CONFIGS, "--run-dir", str(root), "-s", str(args.seed),
                f"model.params.ldm_ckpt={args.ldm}", f"lightning.checkpoint.every_n_train_steps={args.eval_every}",
                "lightning.image_logger.every_n_train_steps=100000", *args.overrides]
         if (root / "checkpoints" / "last.ckpt").is_file():
-            cmd = ["disdiff", "train", "-r", str(root), *args.overrides]
+            cmd = [*DISDIFF, "train", "-r", str(root), *args.overrides]
         if args.max_steps:
             cmd += ["--max-steps", str(args.max_steps)]
         cmd += ["--max-minutes", str(args.minutes)]
@@ -105,8 +107,8 @@ def main() -> None:
             continue
         npz = root / "representations" / f"step={step:08d}.npz"
         if not npz.is_file():
-            run(["disdiff", "export", str(by_step[step]), "--out", str(npz), "--no-progress"], env, log)
-        cmd = ["disdiff", "evaluate", str(npz), "--threads", str(args.threads), "--force"]
+            run([*DISDIFF, "export", str(by_step[step]), "--out", str(npz), "--no-progress"], env, log)
+        cmd = [*DISDIFF, "evaluate", str(npz), "--threads", str(args.threads), "--force"]
         if args.quick_dci and step != last:
             cmd += ["--set", "dci.num_train=2000", "--set", "dci.num_test=1000"]
         run(cmd, env, log)

@@ -116,10 +116,14 @@ def test_probe_is_in_the_record_unless_skipped(tmp_path, capsys):
     np.savez(reps, latents=_latents())
     common = [str(reps), *DATASET, *SMALL, "--metrics", "mig", "--set", "probe.num_train=600", "--set", "probe.num_test=300"]
     assert main(["evaluate", *common, "--out", str(tmp_path / "with.json")]) == 0
-    assert "linear probe of the full code" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "linear probe of the full code" in printed and "most variance explained: unit" in printed
     record = json.loads((tmp_path / "with.json").read_text())
     # each unit holds its factor linearly (plus a little noise): the probe finds every factor
     assert min(record["probe"]["accuracy"]) > 0.9
+    # ... and unit k's variance is mostly factor k's (the diagonal of the variance-explained matrix)
+    shares = np.asarray(record["probe"]["unit_variance_explained"])
+    assert np.all(np.diag(shares) > 0.8) and shares[~np.eye(len(shares), dtype=bool)].max() < 0.1
     assert record["probe"]["settings"]["num_train"] == 600 and record["probe"]["settings"]["num_test"] == 300
     assert main(["evaluate", *common, "--no-probe", "--out", str(tmp_path / "without.json")]) == 0
     assert "linear probe" not in capsys.readouterr().out

@@ -71,3 +71,32 @@ def test_probe_is_seeded_and_checks_its_inputs():
         probe.compute(view, LatentLookup(codes), np.random.RandomState(3), num_units=4, num_train=20, num_test=10)
     with pytest.raises(MetricError, match="num_train"):
         probe.compute(view, LatentLookup(codes), np.random.RandomState(3), num_units=3, num_train=1, num_test=10)
+
+
+def test_variance_explained_on_analytic_codes():
+    rng = np.random.default_rng(0)
+    n = 40000
+    factors = np.stack([rng.integers(0, 10, n), rng.integers(0, 4, n)], axis=1)
+    hue = factors[:, 0].astype(float)
+    units = np.stack([
+        np.stack([np.cos(2 * np.pi * hue / 10), np.sin(2 * np.pi * hue / 10)], -1),  # factor 0 on a circle
+        np.stack([factors[:, 1] - 1.5, rng.normal(size=n) * np.sqrt(1.25)], -1),      # half factor 1, half noise
+        rng.normal(size=(n, 2)),                                                       # noise
+        np.stack([np.cos(2 * np.pi * hue / 10), np.zeros(n)], -1),                     # non-monotone in factor 0
+    ], axis=1)
+    eta = probe.variance_explained(units, factors)
+    assert eta.shape == (4, 2)
+    np.testing.assert_allclose(eta[0], [1.0, 0.0], atol=1e-3)
+    np.testing.assert_allclose(eta[1], [0.0, 0.5], atol=0.02)   # Var(f1 - 1.5) = 1.25 = the noise's variance
+    np.testing.assert_allclose(eta[2], [0.0, 0.0], atol=1e-3)   # sampling noise ~ (values - 1) / n
+    np.testing.assert_allclose(eta[3], [1.0, 0.0], atol=1e-3)   # a cosine of the hue is all hue
+    # a constant unit explains nothing (and does not divide by zero)
+    assert np.all(probe.variance_explained(np.ones((10, 1, 3)), factors[:10]) == 0)
+
+
+def test_probe_record_carries_variance_explained():
+    result = probe_code(_one_hot_units(), _info(), settings={"num_train": 600, "num_test": 300})
+    eta = np.asarray(result["unit_variance_explained"])
+    assert eta.shape == (len(SIZES), len(SIZES))
+    np.testing.assert_allclose(np.diag(eta), 1.0, atol=1e-9)
+    assert eta[~np.eye(len(SIZES), dtype=bool)].max() < 0.05

@@ -84,6 +84,11 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     # The probe: one row per factor, accuracy at every evaluated step.
     probe = _table_rows(markdown, "factor")
     assert [row[0] for row in probe] == ["side", "brightness"] and len(probe[0]) == 2 + len(steps)
+    # Two per-unit tables of the final step: the probe, then the variance explained (shares in [0, 1]).
+    unit_tables = [i for i, line in enumerate(markdown.splitlines()) if line.startswith("| unit |")]
+    assert len(unit_tables) == 2 and "Variance explained at step 12" in markdown
+    shares = [row for row in markdown.splitlines()[unit_tables[1] + 2:] if row.startswith("|")]
+    assert shares and all(-1e-9 <= float(v) <= 1.0 + 1e-6 for row in shares for v in row.strip("|").split("|")[1:])
     for figure in ("swap.png", "swap_partial.png", "traverse.png", "dataset_preview.png"):
         assert (out / "figures" / figure).stat().st_size > 0
     html = html_path.read_text()

@@ -166,6 +166,11 @@ def probe_text(probe: dict, step: int | None = None) -> str:
             column = [row[k] for row in units]
             best = max(range(len(column)), key=column.__getitem__)
             line += f"  best unit {best}: {column[best]:.3f}"
+        shares = probe.get("unit_variance_explained")
+        if shares:
+            column = [row[k] for row in shares]
+            top = max(range(len(column)), key=column.__getitem__)
+            line += f"  most variance explained: unit {top} ({column[top]:.2f})"
         lines.append(line)
     return "\n".join(lines) + "\n"
 

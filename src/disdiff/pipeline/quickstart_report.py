@@ -217,6 +217,14 @@ def _probe(report: Report, records: list[dict]) -> None:
         report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(units)])
         report.paragraph(f"Per-unit probe at step {final['step']}: the same classifier on one unit's dimensions alone. "
                          "A disentangled code has one high entry per row and per column.")
+    shares = probe.get("unit_variance_explained")
+    if shares:
+        header = ["unit"] + [str(n) for n in probe["factors"]]
+        report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(shares)])
+        report.paragraph(f"Variance explained at step {final['step']}: the share of each unit's variance that one "
+                         "factor's main effect explains (correlation ratio η², no classifier). Unlike the linear "
+                         "probe it also sees a factor a unit holds non-monotonically; a disentangled code has one "
+                         "entry near 1 per row.")
 
 
 # ------------------------------------------------------------------------------------ pictures
