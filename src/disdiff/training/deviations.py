@@ -32,6 +32,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   ``U{0..t_max−1}`` with probability ``fraction``, else uniformly
   (:func:`disdiff.diffusion.timesteps.sample_timesteps`), which gives small t, where the object's
   geometry matters most relative to the hues, more of the training signal.
+* ``unit_decorrelation_weight`` (0: no such term): the loss adds this weight times the mean squared
+  batch correlation between dimensions of different units
+  (:func:`disdiff.models.unit_decorrelation.cross_unit_correlation`), which makes a unit that
+  copies another unit's factor pay for it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Deviations:
     nested_unit_dropout: float = 0.0
     progressive_units: int = 0
     timestep_focus: tuple[int, float] | None = None
+    unit_decorrelation_weight: float = 0.0
 
     @classmethod
     def checked(cls, **values: Any) -> "Deviations":
@@ -92,6 +97,8 @@ class Deviations:
         for name in ("encoder_lr_multiplier", "dis_logit_scale"):
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
+        if float(v["unit_decorrelation_weight"]) < 0:
+            raise ConfigError(f"unit_decorrelation_weight must be >= 0, got {v['unit_decorrelation_weight']}")
         if float(v["code_kl_weight"]) < 0:
             raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
@@ -117,6 +124,7 @@ class Deviations:
             nested_unit_dropout=float(v["nested_unit_dropout"]),
             progressive_units=units,
             timestep_focus=focus,
+            unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
         )
 
     def dis_weight_factor(self, step: int) -> float:

@@ -14,6 +14,8 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
   Gaussian and ``L`` gains ``code_kl_weight · mean_b KL(q(z|x) || N(0, I))`` (``train/loss_kl``).
 * opt-in (``nested_unit_dropout > 0``, not in the paper): L_r sums only the fields of the first
   ``K_b`` units of a truncated sample (:mod:`disdiff.models.nested_dropout`).
+* opt-in (``unit_decorrelation_weight > 0``, not in the paper): ``L`` gains that weight times the
+  units' mean squared cross-correlation over the batch (``train/unit_correlation``).
 
 A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
 its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
@@ -47,6 +49,7 @@ from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
+from disdiff.models.unit_decorrelation import cross_unit_correlation
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
@@ -120,7 +123,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
-    ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``) are
+    ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
+    ``unit_decorrelation_weight``) are
     ``model.params`` keys whose defaults are the published behaviour; they are checked and kept in
     :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring defines each.
     """
@@ -161,6 +165,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         nested_unit_dropout: float = 0.0,
         progressive_units: int = 0,
         timestep_focus: Sequence[float] | None = None,
+        unit_decorrelation_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -188,7 +193,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
-            timestep_focus=timestep_focus)
+            timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight)
         if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if int(num_units) < 1 or int(unit_dim) < 1:
@@ -426,6 +431,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if code_kl is not None:
             result["code_kl"] = code_kl
             result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
+        if self.deviations.unit_decorrelation_weight > 0:
+            result["unit_correlation"] = cross_unit_correlation(z_mean)
+            result["loss"] = result["loss"] + self.deviations.unit_decorrelation_weight * result["unit_correlation"]
         return result
 
     def current_dis_weight(self) -> float:
@@ -459,6 +467,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
         if "code_kl" in out:
             self.log("train/loss_kl", out["code_kl"], on_step=True, on_epoch=False, batch_size=B)
+        if "unit_correlation" in out:
+            self.log("train/unit_correlation", out["unit_correlation"], on_step=True, on_epoch=False, batch_size=B)
         if "dis" in out:
             dis = out["dis"]
             self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
