@@ -57,3 +57,10 @@ def test_the_term_is_off_by_default_and_reaches_only_the_encoder(ldm_ckpt):
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.denoiser.trainable_parameters())
     with pytest.raises(ConfigError, match="unit_decorrelation_weight"):
         make_module(ldm_ckpt, unit_decorrelation_weight=-1.0)
+
+
+def test_a_batch_of_one_has_no_decorrelation_term(ldm_ckpt):
+    # eval mode: the encoder's BatchNorm cannot train on one image (the published module neither)
+    module = make_module(ldm_ckpt, dis_weight=0.0, unit_decorrelation_weight=0.5).eval()
+    out = module.compute_losses(random_images(1), generator=torch.Generator().manual_seed(0))
+    assert "unit_correlation" not in out and torch.equal(out["loss"], out["loss_rec"])

@@ -124,9 +124,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     Opt-in deviations from the paper (``dis_weight_normalize``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``) are
-    ``model.params`` keys whose defaults are the published behaviour; they are checked and kept in
-    :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring defines each.
+    ``unit_decorrelation_weight``) are ``model.params`` keys whose defaults are the published
+    behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
+    (``self.deviations``), whose docstring defines each.
     """
 
     def __init__(
@@ -431,7 +431,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if code_kl is not None:
             result["code_kl"] = code_kl
             result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
-        if self.deviations.unit_decorrelation_weight > 0:
+        if self.deviations.unit_decorrelation_weight > 0 and B > 1:  # a correlation needs two samples
             result["unit_correlation"] = cross_unit_correlation(z_mean)
             result["loss"] = result["loss"] + self.deviations.unit_decorrelation_weight * result["unit_correlation"]
         return result
