@@ -55,7 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--ldm", required=True)
-    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="training minutes in all; a continued run counts its earlier minutes too")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=400)
     parser.add_argument("--eval-steps", default=None, help="comma-separated steps to evaluate (default: every --eval-every and the last)")

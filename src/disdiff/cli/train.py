@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-dt", "--dis_loss_type", default=None, choices=["Z", "IM"], help="DisDiff weighting type (stage 3 only)")
     parser.add_argument("-dw", "--dis_weight", type=float, default=None, help="DisDiff loss weight (stage 3 only)")
     parser.add_argument("--max-steps", type=int, default=None, help="shortcut for lightning.trainer.max_steps")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after this many minutes of training in all: a resumed run (-r) counts the minutes "
+                             "it trained before (Lightning's timer is restored from the checkpoint)")
     parser.add_argument("--accelerator", default=None, help="lightning accelerator (cpu, gpu, auto)")
     parser.add_argument("--devices", default=None, help="lightning devices (e.g. 2, or 0,1)")
     parser.add_argument("--num-nodes", type=int, default=None, help="number of machines")
