@@ -156,21 +156,23 @@ def _print_table(records: list[dict]) -> None:
             print(probe_text(probe, records[-1].get("step")), end="")
 
 
+def _top_unit(matrix: list[list[float]], k: int) -> tuple[int, float]:
+    """(unit, value) of the largest entry in column ``k`` of a units x factors matrix."""
+    column = [row[k] for row in matrix]
+    best = max(range(len(column)), key=column.__getitem__)
+    return best, column[best]
+
+
 def probe_text(probe: dict, step: int | None = None) -> str:
     """The probe of one record as text: accuracy per factor (full code) and the best unit for it."""
     lines = [f"linear probe of the full code{'' if step is None else f' (step {step})'}: test accuracy per factor"]
-    units = probe.get("unit_accuracy")
+    units, shares = probe.get("unit_accuracy"), probe.get("unit_variance_explained")
     for k, name in enumerate(probe["factors"]):
         line = f"  {name:<20} {probe['accuracy'][k]:.3f}  (chance {probe['chance'][k]:.3f})"
         if units:
-            column = [row[k] for row in units]
-            best = max(range(len(column)), key=column.__getitem__)
-            line += f"  best unit {best}: {column[best]:.3f}"
-        shares = probe.get("unit_variance_explained")
+            line += "  best unit {}: {:.3f}".format(*_top_unit(units, k))
         if shares:
-            column = [row[k] for row in shares]
-            top = max(range(len(column)), key=column.__getitem__)
-            line += f"  most variance explained: unit {top} ({column[top]:.2f})"
+            line += "  most variance explained: unit {} ({:.2f})".format(*_top_unit(shares, k))
         lines.append(line)
     return "\n".join(lines) + "\n"
 

@@ -211,20 +211,19 @@ def _probe(report: Report, records: list[dict]) -> None:
         "Test accuracy of a logistic regression from the whole standardised code (all units, all dimensions) to each "
         "factor, against always guessing the most frequent value. High accuracy with low FactorVAE/DCI means the "
         "code knows the factor but spreads it over several units.")
-    units = probe.get("unit_accuracy")
-    if units:
-        header = ["unit"] + [str(n) for n in probe["factors"]]
-        report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(units)])
-        report.paragraph(f"Per-unit probe at step {final['step']}: the same classifier on one unit's dimensions alone. "
-                         "A disentangled code has one high entry per row and per column.")
-    shares = probe.get("unit_variance_explained")
-    if shares:
-        header = ["unit"] + [str(n) for n in probe["factors"]]
-        report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(shares)])
-        report.paragraph(f"Variance explained at step {final['step']}: the share of each unit's variance that one "
-                         "factor's main effect explains (correlation ratio η², no classifier). Unlike the linear "
-                         "probe it also sees a factor a unit holds non-monotonically; a disentangled code has one "
-                         "entry near 1 per row.")
+    per_unit = {
+        "unit_accuracy": f"Per-unit probe at step {final['step']}: the same classifier on one unit's dimensions alone. "
+                         "A disentangled code has one high entry per row and per column.",
+        "unit_variance_explained": f"Variance explained at step {final['step']}: the share of each unit's variance "
+                                   "that one factor's main effect explains (correlation ratio η², no classifier). "
+                                   "Unlike the linear probe it also sees a factor a unit holds non-monotonically; a "
+                                   "disentangled code has one entry near 1 per row.",
+    }
+    header = ["unit"] + [str(n) for n in probe["factors"]]
+    for key, caption in per_unit.items():  # units x factors matrices of the final step
+        if probe.get(key):
+            report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(probe[key])])
+            report.paragraph(caption)
 
 
 # ------------------------------------------------------------------------------------ pictures
