@@ -181,3 +181,22 @@ def test_normalized_weights_opt_in_rescales_by_the_batch_mean_only():
     # G = 0: still exactly zero (no 0/0)
     zero = disentangling_loss(sub_grad=torch.zeros_like(x_t), normalize_weight=True, **kwargs)
     assert torch.all(zero.weight == 0) and torch.all(zero.loss == 0)
+
+
+def test_flat_in_t_weight_is_the_z_weight_without_its_schedule_factor():
+    sched, x_t, t, pred, z, decode, reencode = _setup()
+    concept = torch.tensor([1, 0, 2, 1])
+    sub_grad = 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(3))
+    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
+                  decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+    plain = disentangling_loss(**kwargs)
+    flat = disentangling_loss(flat_in_t=True, **kwargs)
+    abar = sched.alphas_cumprod[t].double()
+    factor = ((1 - abar) ** 2 / abar).float()  # (1 - ᾱ)²/ᾱ: from ~1e-6 at t = 0 to ~7e3 at t = 999
+    assert torch.allclose(flat.weight, sub_grad.pow(2).flatten(1).mean(1))
+    assert torch.allclose(flat.weight * factor, plain.weight, rtol=1e-3)
+    # only the weight differs: the same cross-entropies, the same formula for the loss
+    assert torch.equal(flat.ce_variant, plain.ce_variant) and torch.equal(flat.ce_invariant, plain.ce_invariant)
+    assert torch.allclose(flat.loss, flat.weight * 0.05 * (flat.ce_variant + flat.ce_invariant))
+    with pytest.raises(ValueError, match="flat_in_t"):
+        disentangling_loss(**{**kwargs, "loss_type": "IM"}, flat_in_t=True)

@@ -148,6 +148,8 @@ def test_bad_options_are_config_errors(ldm_ckpt, tmp_path):
         make_module(tmp_path / "missing.ckpt")
     with pytest.raises(ConfigError, match="resolution"):
         make_module(ldm_ckpt, encoder_config={"width": 8, "resolution": 32})
+    with pytest.raises(ConfigError, match="dis_weight_flat_in_t"):
+        make_module(ldm_ckpt, dis_loss_type="IM", dis_weight_flat_in_t=True)
     # a stage-2 run directory resolves to its last checkpoint
     assert make_module(ldm_ckpt.parent.parent).hparams["stage2"]["source"] == str(ldm_ckpt)
 
@@ -378,3 +380,20 @@ def test_dis_weight_ramp_is_off_then_linear_then_the_published_weight(ldm_ckpt):
             make_module(ldm_ckpt, dis_weight_ramp=bad)
     with pytest.raises(ConfigError, match="dis_logit_scale"):
         make_module(ldm_ckpt, dis_logit_scale=0)
+
+
+def test_dis_weight_flat_in_t_reaches_the_loss(ldm_ckpt):
+    x = random_images(4)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain, flat = make_module(ldm_ckpt), make_module(ldm_ckpt, dis_weight_flat_in_t=True)
+    flat.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # a non-zero field, so that the weights are not all zero
+        for m in (plain, flat):
+            for p in m.denoiser.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    a, b = plain.compute_losses(x, generator=g()), flat.compute_losses(x, generator=g())
+    assert torch.equal(a["loss_rec"], b["loss_rec"]) and a["dis"].weight.abs().sum() > 0
+    sub_grad = b["fields"][torch.arange(4), b["concept"]]
+    assert torch.allclose(b["dis"].weight, sub_grad.pow(2).flatten(1).mean(1))
+    assert not torch.allclose(a["dis"].weight, b["dis"].weight)

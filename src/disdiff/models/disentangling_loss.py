@@ -18,6 +18,11 @@ The published weight is proportional to ``G²`` and therefore vanishes while the
 output is small, i.e. for the whole of a short run; the normalised weight keeps the published
 per-sample emphasis but gives the loss the scale ``dis_weight · CE`` from the first step.
 
+Opt-in deviation (``flat_in_t=True``, "Z" only): ``w_b = mean_chw G_{c_b}²``. The published "Z"
+weight equals ``(1 − ᾱ_t)²/ᾱ_t · mean_chw G_{c_b}²`` (``z̃0 − z̃0^c = −(1 − ᾱ_t)/√ᾱ_t · G_{c_b}``), and
+that schedule factor (from ~1e-5 at t = 0 to ~7e3 at t = 999 for the linear schedule) decides which
+timesteps the loss acts at; without it every t counts by the size of its field alone.
+
 ``G = 0`` (the shift decoder's zero-initialised output layer) gives ``w = 0`` and therefore a loss
 of exactly 0 at initialisation.
 
@@ -177,6 +182,7 @@ def disentangling_loss(
     loss_type: str = "Z",
     dis_weight: float = 1.0,
     normalize_weight: bool = False,
+    flat_in_t: bool = False,
     logit_scale: float = 1.0,
 ) -> DisLossOutput:
     """Spec 4.6 step 7.
@@ -187,6 +193,8 @@ def disentangling_loss(
     images to codes ``(B, N·d)`` or ``(B, N, d)``.
     """
     check_dis_loss_type(loss_type)
+    if flat_in_t and loss_type != "Z":
+        raise ValueError(f"flat_in_t needs the 'Z' weight, got dis_loss_type {loss_type!r}")
     num_units = z.shape[1]
     pred = pred.detach()
     with torch.no_grad():
@@ -198,7 +206,10 @@ def disentangling_loss(
     x0_c = predict_x0_from_eps(schedule, x_t, t, eps_c)
     images_c = decode(x0_c)
     z_hat_c = _units(reencode(images_c), num_units)
-    weight = sample_weights(loss_type, x0, x0_c, images, images_c)
+    if flat_in_t:
+        weight = sub_grad.detach().pow(2).flatten(1).mean(dim=1)
+    else:
+        weight = sample_weights(loss_type, x0, x0_c, images, images_c)
     if normalize_weight:
         weight = normalized_weights(weight)
     loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight, logit_scale)

@@ -7,6 +7,11 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
 * ``dis_weight_normalize`` (false): divide the disentangling loss's sample weights by their batch
   mean (:func:`disdiff.models.disentangling_loss.normalized_weights`), so the loss acts while the
   shift field G is still small.
+* ``dis_weight_flat_in_t`` (false): the disentangling loss's sample weight is ``w_b = mean_chw G_{c_b}²``,
+  the published "Z" weight ``mean (z̃0 − z̃0^c)² = (1 − ᾱ_t)²/ᾱ_t · mean G_{c_b}²`` without its
+  schedule factor. That factor spans six orders of magnitude over t and puts ~99% of the published
+  weight on t > 700, where the x0 prediction shows the hues but not the object's geometry (E36).
+  Only for ``dis_loss_type: Z``; ``dis_weight`` sets the scale.
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
@@ -76,6 +81,7 @@ class Deviations:
     """The opt-in switches (module docstring); build it with :meth:`checked`."""
 
     dis_weight_normalize: bool = False
+    dis_weight_flat_in_t: bool = False
     train_reencoder: bool = False
     encoder_lr_multiplier: float = 1.0
     dis_logit_scale: float = 1.0
@@ -115,6 +121,7 @@ class Deviations:
             focus = (int(focus[0]), float(focus[1]))
         return cls(
             dis_weight_normalize=bool(v["dis_weight_normalize"]),
+            dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
             train_reencoder=bool(v["train_reencoder"]),
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),
             dis_logit_scale=float(v["dis_logit_scale"]),

@@ -121,7 +121,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
     (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
-    Opt-in deviations from the paper (``dis_weight_normalize``, ``train_reencoder``,
+    Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
     ``unit_decorrelation_weight``) are ``model.params`` keys whose defaults are the published
@@ -156,6 +156,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         autocast_bf16: bool | str = False,
         autocast_bf16_dis_path: bool | str = False,
         dis_weight_normalize: bool = False,
+        dis_weight_flat_in_t: bool = False,
         encoder_lr_multiplier: float = 1.0,
         train_reencoder: bool = False,
         dis_weight_ramp: Sequence[int] | None = None,
@@ -189,11 +190,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if float(dis_weight) < 0:
             raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
         self.deviations = Deviations.checked(
-            dis_weight_normalize=dis_weight_normalize, train_reencoder=train_reencoder,
+            dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
+            train_reencoder=train_reencoder,
             encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight)
+        if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
+            raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
         if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if int(num_units) < 1 or int(unit_dim) < 1:
@@ -420,7 +424,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
                 reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
-                normalize_weight=self.deviations.dis_weight_normalize, logit_scale=self.deviations.dis_logit_scale,
+                normalize_weight=self.deviations.dis_weight_normalize,
+                flat_in_t=self.deviations.dis_weight_flat_in_t, logit_scale=self.deviations.dis_logit_scale,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis
