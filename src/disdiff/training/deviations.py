@@ -41,6 +41,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   batch correlation between dimensions of different units
   (:func:`disdiff.models.unit_decorrelation.cross_unit_correlation`), which makes a unit that
   copies another unit's factor pay for it.
+* ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
+  step ``until``, a unit whose code is predicted by the units before it with R² above
+  ``threshold`` gets its rows of the encoder's output layer re-drawn
+  (:mod:`disdiff.training.unit_reset`), so that a copy made early can learn what no unit holds yet.
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class Deviations:
     progressive_units: int = 0
     timestep_focus: tuple[int, float] | None = None
     unit_decorrelation_weight: float = 0.0
+    unit_reset: tuple[int, float, int] | None = None
 
     @classmethod
     def checked(cls, **values: Any) -> "Deviations":
@@ -119,6 +124,16 @@ class Deviations:
                     or not isinstance(focus[1], (int, float)) or not 0.0 <= float(focus[1]) <= 1.0):
                 raise ConfigError(f"timestep_focus must be [t_max >= 1 (an integer), fraction in [0, 1]], got {focus}")
             focus = (int(focus[0]), float(focus[1]))
+        reset = v["unit_reset"]
+        if reset is not None:
+            reset = [x for x in reset]
+            if (len(reset) != 3 or any(isinstance(x, bool) for x in reset)
+                    or not isinstance(reset[0], int) or reset[0] < 1
+                    or not isinstance(reset[1], (int, float)) or not 0.0 < float(reset[1]) < 1.0
+                    or not isinstance(reset[2], int) or reset[2] < 0):
+                raise ConfigError(f"unit_reset must be [every >= 1 (steps), threshold in (0, 1) (R²), until >= 0 (step)], "
+                                  f"got {reset}")
+            reset = (int(reset[0]), float(reset[1]), int(reset[2]))
         return cls(
             dis_weight_normalize=bool(v["dis_weight_normalize"]),
             dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
@@ -132,6 +147,7 @@ class Deviations:
             progressive_units=units,
             timestep_focus=focus,
             unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
+            unit_reset=reset,
         )
 
     def dis_weight_factor(self, step: int) -> float:

@@ -53,6 +53,7 @@ from disdiff.models.unit_decorrelation import cross_unit_correlation
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
+from disdiff.training.unit_reset import UnitReset
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``) are ``model.params`` keys whose defaults are the published
+    ``unit_decorrelation_weight``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
     behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -167,6 +168,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         progressive_units: int = 0,
         timestep_focus: Sequence[float] | None = None,
         unit_decorrelation_weight: float = 0.0,
+        unit_reset: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -195,7 +197,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
-            timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight)
+            timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
+            unit_reset=unit_reset)
         if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
             raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
         if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
@@ -255,6 +258,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             latent = f"{int(unet.in_channels)}x{int(unet.image_size)}x{int(unet.image_size)}"
             raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
                               f"stage-3 config: {exc}") from exc
+        if self.deviations.unit_reset is not None and not isinstance(getattr(self.encoder, "fc", None), nn.Linear):
+            raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
+                              "(encoder_config without 'target' or unit_branches)")
+        self.last_codes: torch.Tensor | None = None  # the last training batch's codes, for unit_reset
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
         # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
         # does not require grad; the encoder is never averaged, spec 1.3).
@@ -467,6 +474,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         x = self.get_input(batch)
         out = self.compute_losses(x)
         B = x.shape[0]
+        if self.deviations.unit_reset is not None:
+            self.last_codes = out["z"].detach()
         self.log("train/loss_rec", out["loss_rec"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         self.log("train/loss_dis", out["loss_dis"], prog_bar=True, on_step=True, on_epoch=True, batch_size=B)
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
@@ -483,6 +492,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             self.log("lr_abs", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False,
                      batch_size=B)
         return out["loss"]
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        if self.deviations.unit_reset is None:
+            return []
+        return [UnitReset(*self.deviations.unit_reset)]
 
     def ema_target(self) -> nn.Module:
         return self.denoiser  # the EMA is updated after every batch (training/ema_step.py)
