@@ -1,0 +1,49 @@
+"""Diagnostic for docs/EXPERIMENTS.md: what does the image encoder's shared trunk know?
+
+The units are linear read-outs (the encoder's last Linear) of the trunk's features. This probes
+those features themselves: for each factor, the test accuracy of a logistic regression on the
+flattened trunk output (``ImageEncoder._features``, eval-mode BatchNorm as at export), next to the
+same probe on the code (the N·d units). If the trunk knows a factor that no unit holds, a new
+read-out could find it; if the trunk does not know it, no read-out can.
+
+    python experiments/trunk_probe.py CKPT [CKPT ...] [--train 4000 --test 2000]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from disdiff.api import DisDiff
+from disdiff.data.registry import load_dataset
+from disdiff.metrics.probe import probe_accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--train", type=int, default=4000)
+    parser.add_argument("--test", type=int, default=2000)
+    args = parser.parse_args()
+    data = load_dataset("shapes3d-synth", resolution=32)
+    rng = np.random.RandomState(0)
+    factors = data.sample_factors(args.train + args.test, rng)
+    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()
+    for path in args.checkpoints:
+        encoder = DisDiff.load(path).module.encoder.eval()
+        with torch.no_grad():
+            trunk = torch.cat([encoder._features(x).flatten(1) for x in images.split(500)]).numpy()
+            code = torch.cat([encoder(x) for x in images.split(500)]).numpy()
+        print(path, f"trunk features {trunk.shape[1]}, code {code.shape[1]}")
+        for name, feats in (("trunk", trunk), ("code", code)):
+            accs = []
+            for k in range(factors.shape[1]):
+                y = factors[:, k]
+                acc, _ = probe_accuracy(feats[:args.train], y[:args.train], feats[args.train:], y[args.train:], max_iter=300)
+                accs.append(acc)
+            print(f"  {name:5s}", " ".join(f"{a:.2f}" for a in accs), flush=True)
+
+
+if __name__ == "__main__":
+    main()
