@@ -27,6 +27,10 @@ learned must spend its own capacity on it (docs/EXPERIMENTS.md, session 3).
 a second head, shaped as step 9, for a per-dimension log-variance: :meth:`encode_distribution`
 returns ``(mean, logvar)`` of a diagonal Gaussian code. ``forward`` still returns the mean, so
 evaluation, export and sampling read a deterministic code.
+
+``whiten_features=True`` (a deviation, off by default) whitens the flattened trunk features with
+running statistics before step 9 (:class:`disdiff.models.feature_whitening.RunningWhitening`), so
+that the read-outs meet every feature direction at unit variance (docs/EXPERIMENTS.md, D5, E42).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from disdiff.models.feature_whitening import RunningWhitening
 
 __all__ = ["ImageEncoder", "EncoderResBlock", "UnitLinear", "split_units"]
 
@@ -83,6 +89,7 @@ class ImageEncoder(nn.Module):
         unit_dim: int = 32,
         unit_branches: bool = False,
         stochastic: bool = False,
+        whiten_features: bool = False,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
@@ -120,6 +127,9 @@ class ImageEncoder(nn.Module):
             nn.ReLU(),
             EncoderResBlock(w, g),
         )
+        if whiten_features and self.unit_branches:
+            raise ValueError("whiten_features needs the shared trunk (unit_branches=False)")
+        self.whiten = RunningWhitening(self.flatten_dim) if whiten_features else None
         self.fc = self._make_head()
         self.stochastic = bool(stochastic)
         if self.stochastic:
@@ -142,7 +152,10 @@ class ImageEncoder(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h = self.features(x)
-        return h.reshape(h.shape[0], self.num_units, -1) if self.unit_branches else h.flatten(1)
+        if self.unit_branches:
+            return h.reshape(h.shape[0], self.num_units, -1)
+        h = h.flatten(1)
+        return self.whiten(h) if self.whiten is not None else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self._features(x)).flatten(1)
@@ -164,6 +177,7 @@ class ImageEncoder(nn.Module):
             f"num_units={self.num_units}, unit_dim={self.unit_dim}, flatten_dim={self.flatten_dim}"
             + (", unit_branches=True" if self.unit_branches else "")
             + (", stochastic=True" if self.stochastic else "")
+            + (", whiten_features=True" if self.whiten is not None else "")
         )
 
 
