@@ -32,6 +32,19 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
 
 
+class ImageBatches(torch.utils.data.Dataset):
+    """``n`` random images as training batches of a DisDiffModule (``image``, ``factors``, ``index``)."""
+
+    def __init__(self, n: int = 8) -> None:
+        self.x = random_images(n, seed=5)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.x[i], "factors": torch.zeros(2, dtype=torch.long), "index": torch.tensor(i)}
+
+
 def make_ldm_checkpoint(path: Path, seed: int = 0, scale_factor: float = 0.7, perturb_ema: bool = True) -> Path:
     """A stage-2 checkpoint in the LatentDiffusionModule format (random weights, non-zero outputs)."""
     from disdiff.training.ldm_module import LatentDiffusionModule

@@ -7,9 +7,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
+from disdiff_support import IMAGE_SIZE, ImageBatches, make_module, random_images, randomize_shift_output
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from disdiff.api import DisDiff
 from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, check_param_types, load_configs
@@ -162,17 +162,6 @@ def _plain_only(value):
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-class Batches(Dataset):
-    def __init__(self, n=8):
-        self.x = random_images(n, seed=5)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i], "factors": torch.zeros(2, dtype=torch.long), "index": torch.tensor(i)}
-
-
 def test_fit_logs_terms_updates_ema_and_checkpoint_is_self_contained(ldm_ckpt, tmp_path):
     m = make_module(ldm_ckpt, dis_weight=1.0)
     m.learning_rate = 1e-3
@@ -180,7 +169,7 @@ def test_fit_logs_terms_updates_ema_and_checkpoint_is_self_contained(ldm_ckpt, t
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(m, DataLoader(Batches(), batch_size=4))
+        trainer.fit(m, DataLoader(ImageBatches(), batch_size=4))
     for key in ("train/loss_rec", "train/loss_dis", "train/loss"):
         assert key in trainer.callback_metrics
     assert int(m.ema.num_updates) == 2

@@ -5,12 +5,12 @@ import warnings
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from disdiff.config import ConfigError
 from disdiff.training.deviations import Deviations
 from disdiff.training.unit_reset import UnitReset, reinitialise_unit_rows, unit_redundancy
-from disdiff_support import make_module, random_images
+from disdiff_support import ImageBatches, make_module
 
 
 def _independent(M=2000, N=4, d=1, seed=0):
@@ -77,17 +77,6 @@ def test_switch_is_checked():
             Deviations.checked(unit_reset=bad)
 
 
-class _Images(Dataset):
-    def __init__(self, n=8):
-        self.x = random_images(n, seed=5)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"image": self.x[i], "factors": torch.zeros(2, dtype=torch.long), "index": torch.tensor(i)}
-
-
 def test_module_resets_redundant_units_during_fit(ldm_ckpt):
     with pytest.raises(ConfigError, match="unit_reset"):
         make_module(ldm_ckpt, unit_reset=[2, 0.5, 10], encoder_config={"width": 8, "unit_branches": True})
@@ -101,7 +90,7 @@ def test_module_resets_redundant_units_during_fit(ldm_ckpt):
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(m, DataLoader(_Images(), batch_size=4))
+        trainer.fit(m, DataLoader(ImageBatches(), batch_size=4))
     assert m.last_codes is not None and m.last_codes.shape[0] == 4
     # the reset at step 2 re-drew the later units' rows from the seeded draw (no reset after `until` = 3)
     d = m.encoder.unit_dim
