@@ -53,8 +53,8 @@ from disdiff.models.unit_decorrelation import cross_unit_correlation
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
-from disdiff.training.unit_reset import UnitReset
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
+from disdiff.training.unit_reset import UnitReset
 
 log = logging.getLogger(__name__)
 
