@@ -1,7 +1,7 @@
 """Diagnostic for docs/EXPERIMENTS.md: variance explained per unit and factor, and cross-unit correlation.
 
-For exported shapes3d-synth representations (`disdiff export`, the full 480,000-image grid in
-canonical order): the correlation ratio η² of every unit with every factor on 50,000 random grid
+For exported representations of a factor grid (`disdiff export`: every image in canonical order,
+with the grid's `factor_sizes` saved beside the codes): the correlation ratio η² of every unit with every factor on 50,000 random grid
 points (:func:`disdiff.metrics.probe.variance_explained`), and the mean over 200 random batches
 of 32 of the penalty of the opt-in `unit_decorrelation_weight`
 (:func:`disdiff.models.unit_decorrelation.cross_unit_correlation`; independent units give ~1/32).
@@ -13,22 +13,21 @@ import sys
 import numpy as np
 import torch
 
+from disdiff.evaluation.views import IndexObservations
 from disdiff.metrics.probe import variance_explained
 from disdiff.models.unit_decorrelation import cross_unit_correlation
 
-SIZES = (10, 10, 10, 8, 4, 15)  # shapes3d-synth: floor, wall, object hue, scale, shape, orientation
-
 
 def main(paths: list[str]) -> None:
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SIZES], indexing="ij"), -1).reshape(-1, len(SIZES))
-    points = np.random.default_rng(0).choice(len(grid), 50000, replace=False)
     for path in paths:
-        latents = np.load(path)["latents"]
-        if len(latents) != len(grid):
-            raise SystemExit(f"{path}: {len(latents)} codes, expected the full grid of {len(grid)}")
-        eta = variance_explained(latents[points], grid[points])
+        with np.load(path) as data:
+            latents, grid = data["latents"], IndexObservations(data["factor_sizes"])
+        if len(latents) != grid.num_images:
+            raise SystemExit(f"{path}: {len(latents)} codes, expected the full grid of {grid.num_images}")
+        points = np.random.default_rng(0).choice(grid.num_images, 50000, replace=False)
+        eta = variance_explained(latents[points], grid.factors_of(points))
         print(path)
-        print("  variance explained (rows: units; floor wall object scale shape orientation | sum)")
+        print("  variance explained (rows: units; factors in the dataset's order | sum)")
         for row in eta:
             print("   ", " ".join(f"{v:.2f}" for v in row), f"| {row.sum():.2f}")
         codes = torch.from_numpy(latents).float()
