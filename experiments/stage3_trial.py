@@ -44,7 +44,8 @@ def losses_near(run_dir: Path, step: int) -> dict:
     rows = [r for r in csv.DictReader(path.open()) if r.get("step") and int(r["step"]) <= step]
     out = {}
     for key in ("train/loss_rec_step", "train/loss_dis_step", "train/dis_ce_variant", "train/dis_ce_invariant",
-                "train/dis_sample_weight", "train/loss_kl", "train/unit_correlation"):
+                "train/dis_sample_weight", "train/loss_kl", "train/unit_correlation",
+                "train/unit_dependence"):
         vals = [float(r[key]) for r in rows[-200:] if r.get(key)]
         if vals:
             out[key] = sum(vals[-10:]) / len(vals[-10:])

@@ -41,6 +41,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   batch correlation between dimensions of different units
   (:func:`disdiff.models.unit_decorrelation.cross_unit_correlation`), which makes a unit that
   copies another unit's factor pay for it.
+* ``unit_dependence_weight`` (0: no such term): the loss adds this weight times the mean kernel CKA
+  (normalised HSIC with Gaussian kernels) between different units over the batch
+  (:func:`disdiff.models.unit_dependence.cross_unit_dependence`), which, unlike the correlation,
+  also makes a non-monotone copy or a mixture of another unit's factors pay.
 * ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
   step ``until``, a unit whose code is predicted by the units before it with R² above
   ``threshold`` gets its rows of the encoder's output layer re-drawn
@@ -96,6 +100,7 @@ class Deviations:
     progressive_units: int = 0
     timestep_focus: tuple[int, float] | None = None
     unit_decorrelation_weight: float = 0.0
+    unit_dependence_weight: float = 0.0
     unit_reset: tuple[int, float, int] | None = None
 
     @classmethod
@@ -108,8 +113,9 @@ class Deviations:
         for name in ("encoder_lr_multiplier", "dis_logit_scale"):
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
-        if float(v["unit_decorrelation_weight"]) < 0:
-            raise ConfigError(f"unit_decorrelation_weight must be >= 0, got {v['unit_decorrelation_weight']}")
+        for name in ("unit_decorrelation_weight", "unit_dependence_weight"):
+            if float(v[name]) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {v[name]}")
         if float(v["code_kl_weight"]) < 0:
             raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
@@ -147,6 +153,7 @@ class Deviations:
             progressive_units=units,
             timestep_focus=focus,
             unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
+            unit_dependence_weight=float(v["unit_dependence_weight"]),
             unit_reset=reset,
         )
 

@@ -16,6 +16,8 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
   ``K_b`` units of a truncated sample (:mod:`disdiff.models.nested_dropout`).
 * opt-in (``unit_decorrelation_weight > 0``, not in the paper): ``L`` gains that weight times the
   units' mean squared cross-correlation over the batch (``train/unit_correlation``).
+* opt-in (``unit_dependence_weight > 0``, not in the paper): ``L`` gains that weight times the
+  units' mean pairwise kernel CKA over the batch (``train/unit_dependence``).
 
 A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
 its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
@@ -50,6 +52,7 @@ from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.models.unit_decorrelation import cross_unit_correlation
+from disdiff.models.unit_dependence import cross_unit_dependence
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
@@ -125,7 +128,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
+    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
     behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -168,6 +171,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         progressive_units: int = 0,
         timestep_focus: Sequence[float] | None = None,
         unit_decorrelation_weight: float = 0.0,
+        unit_dependence_weight: float = 0.0,
         unit_reset: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
@@ -198,6 +202,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
+            unit_dependence_weight=unit_dependence_weight,
             unit_reset=unit_reset)
         if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
             raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
@@ -205,6 +210,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
+        for name in ("unit_decorrelation_weight", "unit_dependence_weight"):
+            if getattr(self.deviations, name) > 0 and int(num_units) < 2:
+                raise ConfigError(f"{name} > 0 needs num_units >= 2 (it scores pairs of units), got {num_units}")
         self.save_hyperparameters()
 
         # -- frozen stages 1 and 2 ---------------------------------------------------------------
@@ -446,6 +454,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if self.deviations.unit_decorrelation_weight > 0 and B > 1:  # a correlation needs two samples
             result["unit_correlation"] = cross_unit_correlation(z_mean)
             result["loss"] = result["loss"] + self.deviations.unit_decorrelation_weight * result["unit_correlation"]
+        if self.deviations.unit_dependence_weight > 0 and B > 2:  # a kernel dependence needs three samples
+            result["unit_dependence"] = cross_unit_dependence(z_mean)
+            result["loss"] = result["loss"] + self.deviations.unit_dependence_weight * result["unit_dependence"]
         return result
 
     def current_dis_weight(self) -> float:
@@ -483,6 +494,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             self.log("train/loss_kl", out["code_kl"], on_step=True, on_epoch=False, batch_size=B)
         if "unit_correlation" in out:
             self.log("train/unit_correlation", out["unit_correlation"], on_step=True, on_epoch=False, batch_size=B)
+        if "unit_dependence" in out:
+            self.log("train/unit_dependence", out["unit_dependence"], on_step=True, on_epoch=False, batch_size=B)
         if "dis" in out:
             dis = out["dis"]
             self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
