@@ -31,6 +31,12 @@ evaluation, export and sampling read a deterministic code.
 ``whiten_features=True`` (a deviation, off by default) whitens the flattened trunk features with
 running statistics before step 9 (:class:`disdiff.models.feature_whitening.RunningWhitening`), so
 that the read-outs meet every feature direction at unit variance (docs/EXPERIMENTS.md, D5, E42).
+
+``standardize_code=True`` (a deviation, off by default) ends the encoder with a BatchNorm1d without
+affine parameters over the ``N·d`` code dimensions: every dimension has zero mean and unit variance
+over a training batch (running statistics in eval mode). A unit can then neither grow to dominate
+the disentangling loss's code differences nor shrink to satisfy its invariance term; it can only
+change what it reads (docs/EXPERIMENTS.md, session 7, unit scales of E25 against E27).
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class ImageEncoder(nn.Module):
         unit_branches: bool = False,
         stochastic: bool = False,
         whiten_features: bool = False,
+        standardize_code: bool = False,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
@@ -132,6 +139,9 @@ class ImageEncoder(nn.Module):
         self.whiten = RunningWhitening(self.flatten_dim) if whiten_features else None
         self.fc = self._make_head()
         self.stochastic = bool(stochastic)
+        if standardize_code and self.stochastic:
+            raise ValueError("standardize_code cannot be combined with a stochastic code (code_kl_weight > 0)")
+        self.code_norm = nn.BatchNorm1d(self.latent_dim, affine=False) if standardize_code else None
         if self.stochastic:
             self.fc_logvar = self._make_head()
             # Start with a small noise (sigma = e^-1) so the code is informative from the first
@@ -158,7 +168,8 @@ class ImageEncoder(nn.Module):
         return self.whiten(h) if self.whiten is not None else h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self._features(x)).flatten(1)
+        code = self.fc(self._features(x)).flatten(1)
+        return self.code_norm(code) if self.code_norm is not None else code
 
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, logvar)``, both ``(B, N·d)``: the diagonal Gaussian code (``stochastic=True`` only)."""
@@ -178,6 +189,7 @@ class ImageEncoder(nn.Module):
             + (", unit_branches=True" if self.unit_branches else "")
             + (", stochastic=True" if self.stochastic else "")
             + (", whiten_features=True" if self.whiten is not None else "")
+            + (", standardize_code=True" if self.code_norm is not None else "")
         )
 
 

@@ -375,7 +375,17 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if self.deviations.train_reencoder:
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
-            return self._dis_path(self.encoder, images)
+            code_norm = getattr(self.encoder, "code_norm", None)
+            if code_norm is None or not code_norm.training:
+                return self._dis_path(self.encoder, images)
+            # Opt-in standardize_code: re-encodings use the running statistics of real images, so a
+            # batch of generated images is not re-centred on itself, which would erase a shift common
+            # to the batch from the code differences.
+            code_norm.eval()
+            try:
+                return self._dis_path(self.encoder, images)
+            finally:
+                code_norm.train()
         return self._dis_path(self.reencoder, self.encoder, images)
 
     def compute_losses(
