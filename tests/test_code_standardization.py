@@ -1,4 +1,4 @@
-"""Opt-in standardised code (encoder_config.standardize_code): unit scale per dimension, re-encodings on running statistics."""
+"""Opt-in code scale options of the image encoder: standardize_code (unit scale per dimension, re-encodings on running statistics) and readout_init_scale."""
 
 import pytest
 import torch
@@ -61,3 +61,14 @@ def test_live_reencodings_use_running_statistics_and_keep_the_gradient(ldm_ckpt)
     assert torch.allclose(code, expected, atol=1e-5)
     code.sum().backward()
     assert images.grad is not None and module.encoder.fc.weight.grad.abs().sum() > 0
+
+
+def test_readout_init_scale_multiplies_only_the_initial_read_out():
+    plain, quiet = _encoder(), _encoder(readout_init_scale=0.1)
+    for name, value in plain.state_dict().items():
+        expected = value * 0.1 if name.startswith("fc.") else value
+        assert torch.allclose(quiet.state_dict()[name], expected), name
+    x = torch.randn(8, 3, 16, 16)
+    assert torch.allclose(quiet.eval()(x), 0.1 * plain.eval()(x), atol=1e-6)  # the read-out is linear
+    with pytest.raises(ValueError, match="readout_init_scale"):
+        _encoder(readout_init_scale=0.0)

@@ -37,6 +37,10 @@ affine parameters over the ``N·d`` code dimensions: every dimension has zero me
 over a training batch (running statistics in eval mode). A unit can then neither grow to dominate
 the disentangling loss's code differences nor shrink to satisfy its invariance term; it can only
 change what it reads (docs/EXPERIMENTS.md, session 7, unit scales of E25 against E27).
+
+``readout_init_scale`` (1: PyTorch's default initialisation, as published) multiplies the initial
+weights and bias of the read-out (step 9), so that with a value below 1 every unit starts quiet
+(a small code) and grows only as far as the losses reward it (docs/EXPERIMENTS.md, session 7).
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class ImageEncoder(nn.Module):
         stochastic: bool = False,
         whiten_features: bool = False,
         standardize_code: bool = False,
+        readout_init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
@@ -138,6 +143,12 @@ class ImageEncoder(nn.Module):
             raise ValueError("whiten_features needs the shared trunk (unit_branches=False)")
         self.whiten = RunningWhitening(self.flatten_dim) if whiten_features else None
         self.fc = self._make_head()
+        if not float(readout_init_scale) > 0:
+            raise ValueError(f"readout_init_scale must be > 0, got {readout_init_scale}")
+        if float(readout_init_scale) != 1.0:
+            with torch.no_grad():
+                for param in self.fc.parameters():
+                    param.mul_(float(readout_init_scale))
         self.stochastic = bool(stochastic)
         if standardize_code and self.stochastic:
             raise ValueError("standardize_code cannot be combined with a stochastic code (code_kl_weight > 0)")
