@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, predict_x0_from_eps, q_posterior
+from disdiff.utils.random import draw
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -39,9 +40,7 @@ def ddim_timesteps(steps: int, T: int = 1000) -> np.ndarray:
 
 
 def _randn(shape, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    if generator is None:
-        return torch.randn(shape, device=device, dtype=dtype)
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    return draw(torch.randn, shape, generator=generator, device=device, dtype=dtype)
 
 
 def _progress(iterable, enabled: bool, desc: str, total: int):

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import torch
 
+from disdiff.utils.random import draw
+
 
 def _randint(high: int, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
-    if generator is None:
-        return torch.randint(0, high, (n,), device=device)
-    return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device)
+    return draw(torch.randint, 0, high, (n,), generator=generator, device=device)
 
 
 def sample_timesteps(
@@ -40,8 +40,5 @@ def sample_timesteps(
         raise ValueError(f"focus must be (t_max in [1, {num_timesteps}], fraction in [0, 1]), got {focus}")
     uniform = _randint(num_timesteps, n, generator, device)
     low = _randint(t_max, n, generator, device)
-    if generator is None:
-        u = torch.rand(n, device=device)
-    else:
-        u = torch.rand(n, generator=generator, device=generator.device).to(device)
+    u = draw(torch.rand, n, generator=generator, device=device)
     return torch.where(u < fraction, low, uniform)

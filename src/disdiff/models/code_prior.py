@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from disdiff.utils.random import draw
+
 __all__ = ["gaussian_kl", "reparameterize"]
 
 
@@ -28,8 +30,5 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A draw ``μ + σ·ε``, ``ε ~ N(0, I)`` (from ``generator`` when given), differentiable in μ and log σ²."""
-    if generator is None:
-        eps = torch.randn_like(mean)
-    else:
-        eps = torch.randn(mean.shape, generator=generator, device=generator.device, dtype=mean.dtype).to(mean.device)
+    eps = draw(torch.randn, mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
     return mean + torch.exp(0.5 * logvar) * eps

@@ -43,6 +43,7 @@ from torch import nn
 from torch.func import functional_call
 
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, predict_x0_from_eps
+from disdiff.utils.random import draw
 
 __all__ = [
     "DIS_LOSS_TYPES",
@@ -73,9 +74,7 @@ def sample_concepts(
 
     Drawn with ``torch.randint`` on the generator's device (any device), then moved.
     """
-    if generator is None:
-        return torch.randint(num_units, (batch_size,), device=device)
-    return torch.randint(num_units, (batch_size,), generator=generator, device=generator.device).to(device)
+    return draw(torch.randint, num_units, (batch_size,), generator=generator, device=device)
 
 
 class FrozenReencoder:

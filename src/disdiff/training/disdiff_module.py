@@ -58,6 +58,7 @@ from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 from disdiff.training.unit_reset import UnitReset
+from disdiff.utils.random import draw
 
 log = logging.getLogger(__name__)
 
@@ -415,10 +416,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if t is None:
             t = sample_timesteps(B, self.schedule.num_timesteps, generator, device, self.deviations.timestep_focus)
         if noise is None:
-            if generator is None:
-                noise = torch.randn_like(z0)
-            else:
-                noise = torch.randn(z0.shape, generator=generator, device=generator.device, dtype=z0.dtype).to(device)
+            noise = draw(torch.randn, z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         active = self.active_units()
         if concept is None:
             concept = sample_concepts(B, active, generator, device)
