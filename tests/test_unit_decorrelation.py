@@ -1,10 +1,8 @@
-"""The opt-in penalty on correlation between units: analytic values, invariances, where its gradient goes."""
+"""The opt-in penalty on correlation between units: analytic values and invariances."""
 
 import pytest
 import torch
-from disdiff_support import make_module, random_images
 
-from disdiff.config import ConfigError
 from disdiff.models.unit_decorrelation import cross_unit_correlation
 
 
@@ -35,32 +33,5 @@ def test_bad_shapes_are_rejected():
         cross_unit_correlation(torch.zeros(4, 1, 3))
 
 
-def test_the_term_is_off_by_default_and_reaches_only_the_encoder(ldm_ckpt):
-    x = random_images(8)
-    published = make_module(ldm_ckpt, dis_weight=0.0)
-    out = published.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    assert "unit_correlation" not in out and torch.equal(out["loss"], out["loss_rec"])
-
-    module = make_module(ldm_ckpt, dis_weight=0.0, unit_decorrelation_weight=0.5)
-    out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    expected = cross_unit_correlation(out["z"])
-    assert out["unit_correlation"].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert out["loss"].item() == pytest.approx(out["loss_rec"].item() + 0.5 * expected.item(), rel=1e-6)
-    # At initialisation G = 0, so L_r gives the encoder no gradient: the encoder's gradient is the
-    # decorrelation term's alone, and the term reaches no shift-decoder parameter.
-    out["loss"].backward()
-    encoder_grad = sum(p.grad.abs().sum() for p in module.encoder.parameters() if p.grad is not None)
-    assert encoder_grad > 0
-    module.zero_grad()
-    out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    (module.deviations.unit_decorrelation_weight * out["unit_correlation"]).backward()
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.denoiser.trainable_parameters())
-    with pytest.raises(ConfigError, match="unit_decorrelation_weight"):
-        make_module(ldm_ckpt, unit_decorrelation_weight=-1.0)
-
-
-def test_a_batch_of_one_has_no_decorrelation_term(ldm_ckpt):
-    # eval mode: the encoder's BatchNorm cannot train on one image (the published module neither)
-    module = make_module(ldm_ckpt, dis_weight=0.0, unit_decorrelation_weight=0.5).eval()
-    out = module.compute_losses(random_images(1), generator=torch.Generator().manual_seed(0))
-    assert "unit_correlation" not in out and torch.equal(out["loss"], out["loss_rec"])
+# The module-level checks (off by default, gradient reaches only the encoder, small batches, bad
+# settings) are shared with the dependence penalty: tests/test_unit_dependence.py.

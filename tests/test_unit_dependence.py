@@ -1,4 +1,5 @@
-"""The opt-in penalty on dependence between units: analytic values, invariances, where its gradient goes."""
+"""The opt-in penalty on dependence between units: analytic values and invariances; and, for both unit
+penalties (dependence and correlation), where their gradient goes and when they apply."""
 
 import pytest
 import torch
@@ -59,38 +60,49 @@ def test_bad_shapes_are_rejected():
         cross_unit_dependence(torch.zeros(2, 4, 1))
 
 
-def test_the_term_is_off_by_default_and_reaches_only_the_encoder(ldm_ckpt):
+PENALTIES = [  # (switch, result key, score, smallest batch with a term)
+    ("unit_decorrelation_weight", "unit_correlation", cross_unit_correlation, 2),
+    ("unit_dependence_weight", "unit_dependence", cross_unit_dependence, 3),
+]
+
+
+@pytest.mark.parametrize("switch, key, score, min_batch", PENALTIES)
+def test_the_term_is_off_by_default_and_reaches_only_the_encoder(ldm_ckpt, switch, key, score, min_batch):
     x = random_images(8)
     published = make_module(ldm_ckpt, dis_weight=0.0)
     out = published.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    assert "unit_dependence" not in out and torch.equal(out["loss"], out["loss_rec"])
+    assert key not in out and torch.equal(out["loss"], out["loss_rec"])
 
-    module = make_module(ldm_ckpt, dis_weight=0.0, unit_dependence_weight=0.5)
+    module = make_module(ldm_ckpt, dis_weight=0.0, **{switch: 0.5})
     out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    expected = cross_unit_dependence(out["z"])
-    assert out["unit_dependence"].item() == pytest.approx(expected.item(), rel=1e-6)
+    expected = score(out["z"])
+    assert out[key].item() == pytest.approx(expected.item(), rel=1e-6)
     assert out["loss"].item() == pytest.approx(out["loss_rec"].item() + 0.5 * expected.item(), rel=1e-6)
     # At initialisation G = 0, so L_r gives the encoder no gradient: the encoder's gradient is the
-    # dependence term's alone, and the term reaches no shift-decoder parameter.
+    # penalty's alone, and the penalty reaches no shift-decoder parameter.
     out["loss"].backward()
     encoder_grad = sum(p.grad.abs().sum() for p in module.encoder.parameters() if p.grad is not None)
     assert encoder_grad > 0
     module.zero_grad()
     out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    (module.deviations.unit_dependence_weight * out["unit_dependence"]).backward()
+    (0.5 * out[key]).backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in module.denoiser.trainable_parameters())
 
 
-def test_bad_settings_name_the_key(ldm_ckpt):
-    with pytest.raises(ConfigError, match="unit_dependence_weight must be >= 0"):
-        make_module(ldm_ckpt, unit_dependence_weight=-1.0)
-    with pytest.raises(ConfigError, match="unit_dependence_weight > 0 needs num_units >= 2"):
-        make_module(ldm_ckpt, unit_dependence_weight=0.1, num_units=1)
+@pytest.mark.parametrize("switch, key, score, min_batch", PENALTIES)
+def test_bad_settings_name_the_key(ldm_ckpt, switch, key, score, min_batch):
+    with pytest.raises(ConfigError, match=f"{switch} must be >= 0"):
+        make_module(ldm_ckpt, **{switch: -1.0})
+    with pytest.raises(ConfigError, match=f"{switch} > 0 needs num_units >= 2"):
+        make_module(ldm_ckpt, num_units=1, **{switch: 0.1})
 
 
-def test_batches_of_one_and_two_have_no_dependence_term(ldm_ckpt):
+@pytest.mark.parametrize("switch, key, score, min_batch", PENALTIES)
+def test_batches_too_small_for_the_score_have_no_term(ldm_ckpt, switch, key, score, min_batch):
     # eval mode: the encoder's BatchNorm cannot train on one image (the published module neither)
-    module = make_module(ldm_ckpt, dis_weight=0.0, unit_dependence_weight=0.5).eval()
-    for B in (1, 2):
+    module = make_module(ldm_ckpt, dis_weight=0.0, **{switch: 0.5}).eval()
+    for B in range(1, min_batch):
         out = module.compute_losses(random_images(B), generator=torch.Generator().manual_seed(0))
-        assert "unit_dependence" not in out and torch.equal(out["loss"], out["loss_rec"])
+        assert key not in out and torch.equal(out["loss"], out["loss_rec"])
+    out = module.compute_losses(random_images(min_batch), generator=torch.Generator().manual_seed(0))
+    assert key in out

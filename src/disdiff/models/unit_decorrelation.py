@@ -20,20 +20,29 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["cross_unit_correlation"]
+__all__ = ["cross_unit_correlation", "standardised_units"]
+
+
+def standardised_units(z: torch.Tensor, what: str, min_samples: int, eps: float = 1e-6) -> torch.Tensor:
+    """Codes ``(B, N, d)`` with every dimension standardised over the batch, after checking the shape.
+
+    ``what`` names the penalty in the error; it needs ``min_samples`` samples and two units.
+    """
+    if z.dim() != 3:
+        raise ValueError(f"codes must have shape (B, N, d), got {tuple(z.shape)}")
+    B, N, _ = z.shape
+    if B < min_samples or N < 2:
+        raise ValueError(f"{what} needs at least {min_samples} samples and 2 units, got B={B}, N={N}")
+    centred = z - z.mean(dim=0, keepdim=True)
+    return centred / torch.sqrt(centred.square().mean(dim=0, keepdim=True) + eps)
 
 
 def cross_unit_correlation(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Mean squared batch correlation between dimensions of different units (module docstring): a scalar."""
-    if z.dim() != 3:
-        raise ValueError(f"codes must have shape (B, N, d), got {tuple(z.shape)}")
-    B, N, d = z.shape
-    if B < 2 or N < 2:
-        raise ValueError(f"cross-unit correlation needs at least 2 samples and 2 units, got B={B}, N={N}")
-    flat = z.reshape(B, N * d)
-    centred = flat - flat.mean(dim=0, keepdim=True)
-    standardised = centred / torch.sqrt(centred.square().mean(dim=0, keepdim=True) + eps)
-    corr = standardised.T @ standardised / B
+    standardised = standardised_units(z, "cross-unit correlation", 2, eps)
+    B, N, d = standardised.shape
+    flat = standardised.reshape(B, N * d)
+    corr = flat.T @ flat / B
     unit = torch.arange(N * d, device=z.device) // d
     across = unit[:, None] != unit[None, :]
     return corr[across].square().mean()

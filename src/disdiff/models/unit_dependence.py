@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from disdiff.models.unit_decorrelation import standardised_units
+
 __all__ = ["cross_unit_dependence", "unit_pair_cka"]
 
 
@@ -40,14 +42,8 @@ def _centred_gram(unit_codes: torch.Tensor) -> torch.Tensor:
 
 def unit_pair_cka(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """The ``(N, N)`` matrix of kernel CKA between units (module docstring); its diagonal is 1."""
-    if z.dim() != 3:
-        raise ValueError(f"codes must have shape (B, N, d), got {tuple(z.shape)}")
-    B, N, d = z.shape
-    if B < 3 or N < 2:
-        raise ValueError(f"cross-unit dependence needs at least 3 samples and 2 units, got B={B}, N={N}")
-    centred = z - z.mean(dim=0, keepdim=True)
-    standardised = centred / torch.sqrt(centred.square().mean(dim=0, keepdim=True) + eps)
-    grams = torch.stack([_centred_gram(standardised[:, k]) for k in range(N)]).flatten(1)  # (N, B·B)
+    standardised = standardised_units(z, "cross-unit dependence", 3, eps)
+    grams = torch.stack([_centred_gram(standardised[:, k]) for k in range(z.shape[1])]).flatten(1)  # (N, B·B)
     hsic = grams @ grams.T
     norms = torch.sqrt(hsic.diagonal().clamp_min(eps * eps))
     return hsic / (norms[:, None] * norms[None, :])
