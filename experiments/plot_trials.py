@@ -17,12 +17,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def main(out: str, names: list[str]) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for name in names:
+    colours = plt.get_cmap("tab20" if len(names) > 10 else "tab10").colors  # one colour per run
+    for colour, name in zip(colours, names):
         trial = json.loads((Path("runs/exp") / name / "trial.json").read_text())
         steps = sorted(int(s) for s in trial["points"])
         for ax, key in zip(axes, ("FactorVAE", "DCI", "MIG")):
             ys = [trial["points"][str(s)]["headline"][key] for s in steps]
-            ax.plot(steps, ys, marker="o", label=name)
+            ax.plot(steps, ys, marker="o", label=name, color=colour)
     for ax, key in zip(axes, ("FactorVAE", "DCI disentanglement", "MIG")):
         ax.set_title(key)
         ax.set_xlabel("stage-3 step")
