@@ -17,8 +17,8 @@ import json
 
 import numpy as np
 import torch
+from synth_sample import encode_in_chunks, random_sample
 
-from disdiff.data.registry import load_dataset
 from disdiff.metrics.probe import probe_accuracy
 from disdiff.pipeline.pretrained import default_pretrained_dir
 from disdiff.training.ldm_module import load_pretrained_ldm
@@ -29,15 +29,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=15000)
     parser.add_argument("--mlp", action="store_true")
     args = parser.parse_args()
-    data = load_dataset("shapes3d-synth", resolution=32)
-    rng = np.random.RandomState(0)
-    factors = data.sample_factors(args.n, rng)
-    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()  # (n, 3, 32, 32)
+    data, factors, images = random_sample(args.n)  # images (n, 3, 32, 32)
     # The latents stage 3 denoises, s·E_AE(x), from the packaged stage 2 (which carries its first stage).
     stage2 = load_pretrained_ldm(default_pretrained_dir() / "stage2.ckpt")
-    with torch.no_grad():
-        latents = torch.cat([stage2["scale_factor"] * stage2["first_stage"].encode_to_latent(images[i:i + 500])
-                             for i in range(0, len(images), 500)])
+    latents = encode_in_chunks(lambda x: stage2["scale_factor"] * stage2["first_stage"].encode_to_latent(x), images)
     pooled = torch.nn.functional.avg_pool2d(images, 2)
     n_train = int(0.67 * args.n)
     out = {}

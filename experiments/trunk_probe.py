@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-import torch
+from synth_sample import encode_in_chunks, random_sample
 
 from disdiff.api import DisDiff
-from disdiff.data.registry import load_dataset
 from disdiff.metrics.probe import probe_accuracy
 
 
@@ -26,15 +24,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=2000)
     args = parser.parse_args()
-    data = load_dataset("shapes3d-synth", resolution=32)
-    rng = np.random.RandomState(0)
-    factors = data.sample_factors(args.train + args.test, rng)
-    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()
+    _, factors, images = random_sample(args.train + args.test)
     for path in args.checkpoints:
         encoder = DisDiff.load(path).module.encoder.eval()
-        with torch.no_grad():
-            trunk = torch.cat([encoder._features(x).flatten(1) for x in images.split(500)]).numpy()
-            code = torch.cat([encoder(x) for x in images.split(500)]).numpy()
+        trunk = encode_in_chunks(lambda x: encoder._features(x).flatten(1), images).numpy()
+        code = encode_in_chunks(encoder, images).numpy()
         print(path, f"trunk features {trunk.shape[1]}, code {code.shape[1]}")
         for name, feats in (("trunk", trunk), ("code", code)):
             accs = []

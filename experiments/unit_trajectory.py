@@ -13,10 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
+from synth_sample import encode_in_chunks, random_sample
 
 from disdiff.api import DisDiff
-from disdiff.data.registry import load_dataset
 from disdiff.metrics.probe import variance_explained
 
 
@@ -26,18 +25,14 @@ def main() -> None:
     parser.add_argument("--steps", default="400,800,1200,1600,2000,2400,3600")
     parser.add_argument("--n", type=int, default=4000)
     args = parser.parse_args()
-    data = load_dataset("shapes3d-synth", resolution=32)
-    rng = np.random.RandomState(0)
-    factors = data.sample_factors(args.n, rng)
-    images = torch.from_numpy(data.sample_observations_from_factors(factors, rng)).float()
+    _, factors, images = random_sample(args.n)
     for run in args.runs:
         for step in (int(s) for s in args.steps.split(",")):
             path = Path(run) / "checkpoints" / f"step={step:08d}.ckpt"
             if not path.is_file():
                 continue
             encoder = DisDiff.load(path).module.encoder.eval()
-            with torch.no_grad():
-                codes = torch.cat([encoder(x) for x in images.split(500)]).numpy()
+            codes = encode_in_chunks(encoder, images).numpy()
             units = codes.reshape(len(codes), encoder.num_units, -1)
             eta = variance_explained(units, factors)
             print(f"{run} step {step}  (per unit: std | η² floor wall object scale shape orientation)")

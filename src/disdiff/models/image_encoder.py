@@ -48,6 +48,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from disdiff.models.feature_whitening import RunningWhitening
@@ -145,10 +146,9 @@ class ImageEncoder(nn.Module):
         self.fc = self._make_head()
         if not float(readout_init_scale) > 0:
             raise ValueError(f"readout_init_scale must be > 0, got {readout_init_scale}")
-        if float(readout_init_scale) != 1.0:
-            with torch.no_grad():
-                for param in self.fc.parameters():
-                    param.mul_(float(readout_init_scale))
+        with torch.no_grad():  # x 1.0 (the default) is exact: the published initialisation
+            for param in self.fc.parameters():
+                param.mul_(float(readout_init_scale))
         self.stochastic = bool(stochastic)
         if standardize_code and self.stochastic:
             raise ValueError("standardize_code cannot be combined with a stochastic code (code_kl_weight > 0)")
@@ -178,9 +178,17 @@ class ImageEncoder(nn.Module):
         h = h.flatten(1)
         return self.whiten(h) if self.whiten is not None else h
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
+        """The flat code ``(B, N·d)``. With ``standardize_code``, ``running_code_stats=True`` standardises
+        it with the running statistics even in training mode, without updating them (for re-encodings
+        of generated images, which must not be re-centred on their own batch)."""
         code = self.fc(self._features(x)).flatten(1)
-        return self.code_norm(code) if self.code_norm is not None else code
+        if self.code_norm is None:
+            return code
+        if running_code_stats:
+            norm = self.code_norm
+            return F.batch_norm(code, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        return self.code_norm(code)
 
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, logvar)``, both ``(B, N·d)``: the diagonal Gaussian code (``stochastic=True`` only)."""

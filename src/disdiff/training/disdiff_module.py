@@ -376,17 +376,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if self.deviations.train_reencoder:
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
-            code_norm = getattr(self.encoder, "code_norm", None)
-            if code_norm is None or not code_norm.training:
-                return self._dis_path(self.encoder, images)
-            # Opt-in standardize_code: re-encodings use the running statistics of real images, so a
-            # batch of generated images is not re-centred on itself, which would erase a shift common
-            # to the batch from the code differences.
-            code_norm.eval()
-            try:
-                return self._dis_path(self.encoder, images)
-            finally:
-                code_norm.train()
+            if isinstance(self.encoder, ImageEncoder) and self.encoder.code_norm is not None:
+                # Opt-in standardize_code: re-encodings use the running statistics of real images, so a
+                # batch of generated images is not re-centred on itself, which would erase a shift common
+                # to the batch from the code differences.
+                return self._dis_path(self.encoder, images, running_code_stats=True)
+            return self._dis_path(self.encoder, images)
         return self._dis_path(self.reencoder, self.encoder, images)
 
     def compute_losses(
