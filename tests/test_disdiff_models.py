@@ -56,6 +56,29 @@ def test_encoder_output_shape_from_config(resolution, width, units, dim):
     assert torch.equal(split_units(flat, units), z)
 
 
+@pytest.mark.parametrize("downsamplings,side", [(4, 2), (3, 4), (2, 8), (1, 16)])
+def test_encoder_downsamplings_set_the_feature_map(downsamplings, side):
+    """Fewer stride-2 convolutions leave a larger map before the flatten (32x32 input: 32 / 2^k);
+    the remaining convolutions keep the size, and 4 (the default) is the published encoder."""
+    torch.manual_seed(0)
+    enc = ImageEncoder(resolution=32, width=8, num_units=3, unit_dim=2, downsamplings=downsamplings)
+    assert enc.feature_shape == (8, side, side) and enc.fc.in_features == 8 * side * side
+    assert enc._features(torch.randn(2, 3, 32, 32)).shape == (2, 8 * side * side)
+    strides = [m.stride[0] for m in enc.features if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2] * downsamplings + [1] * (4 - downsamplings)
+    default = ImageEncoder(resolution=32, width=8, num_units=3, unit_dim=2)
+    assert default.downsamplings == 4 and default.feature_shape == (8, 2, 2)
+
+
+def test_encoder_downsamplings_are_checked():
+    with pytest.raises(ValueError, match="downsamplings"):
+        ImageEncoder(resolution=32, width=8, num_units=3, unit_dim=2, downsamplings=0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        ImageEncoder(resolution=20, width=8, num_units=3, unit_dim=2, downsamplings=3)
+    # 24 is no multiple of 16 but is one of 8: three halvings fit
+    assert ImageEncoder(resolution=24, width=8, num_units=3, unit_dim=2, downsamplings=3).feature_shape == (8, 3, 3)
+
+
 def test_unit_branches_compute_each_unit_from_its_own_branch_only():
     """With unit_branches, unit k's output depends only on branch k's parameters: the gradient of
     unit k reaches no parameter slice of another branch, and perturbing branch j moves unit j only."""

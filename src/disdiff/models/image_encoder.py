@@ -38,6 +38,12 @@ over a training batch (running statistics in eval mode). A unit can then neither
 the disentangling loss's code differences nor shrink to satisfy its invariance term; it can only
 change what it reads (docs/EXPERIMENTS.md, session 7, unit scales of E25 against E27).
 
+``downsamplings`` (4, as published) is the number of stride-2 convolutions; the later ones of the four
+become 3x3 stride-1 convolutions that keep the size. The published encoder flattens a 4x4 map of its
+64x64 input; at 32x32, ``downsamplings=3`` keeps that 4x4 map (and the resolution need only be a
+multiple of 8), where the default leaves 2x2, whose features show the object's geometry far less
+(docs/EXPERIMENTS.md, D9).
+
 ``readout_init_scale`` (1: PyTorch's default initialisation, as published) multiplies the initial
 weights and bias of the read-out (step 9), so that with a value below 1 every unit starts quiet
 (a small code) and grows only as far as the losses reward it (docs/EXPERIMENTS.md, session 7).
@@ -55,7 +61,7 @@ from disdiff.models.feature_whitening import RunningWhitening
 
 __all__ = ["ImageEncoder", "EncoderResBlock", "UnitLinear", "split_units"]
 
-#: Number of stride-2 convolutions: the feature map is resolution / 16 on each side.
+#: Number of stride-2 convolutions as published: the feature map is resolution / 16 on each side.
 NUM_DOWNSAMPLINGS = 4
 #: Initial log-variance of a stochastic code (``stochastic=True``).
 LOGVAR_INIT = -2.0
@@ -76,6 +82,13 @@ class EncoderResBlock(nn.Module):
         return x + h
 
 
+def _conv(index: int, downsamplings: int, in_channels: int, out_channels: int, groups: int) -> nn.Conv2d:
+    """Convolution ``index`` (0-3) of the trunk: 4x4 stride 2 (published) for the first ``downsamplings``."""
+    if index < downsamplings:
+        return nn.Conv2d(in_channels, out_channels, 4, 2, 1, groups=groups)
+    return nn.Conv2d(in_channels, out_channels, 3, 1, 1, groups=groups)
+
+
 def _resolution_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(resolution, int):
         return int(resolution), int(resolution)
@@ -86,7 +99,7 @@ def _resolution_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
 
 
 class ImageEncoder(nn.Module):
-    """Encoder4 generalised to any ``N``, ``d``, width and input resolution (a multiple of 16).
+    """Encoder4 generalised to any ``N``, ``d``, width and input resolution (a multiple of 2^downsamplings).
 
     ``forward(x)`` returns the flat code ``(B, N·d)``; :meth:`encode_units` returns ``(B, N, d)``.
     """
@@ -103,10 +116,14 @@ class ImageEncoder(nn.Module):
         whiten_features: bool = False,
         standardize_code: bool = False,
         readout_init_scale: float = 1.0,
+        downsamplings: int = NUM_DOWNSAMPLINGS,
     ) -> None:
         super().__init__()
         height, wide = _resolution_hw(resolution)
-        factor = 2**NUM_DOWNSAMPLINGS
+        if not 1 <= int(downsamplings) <= NUM_DOWNSAMPLINGS:
+            raise ValueError(f"downsamplings must be between 1 and {NUM_DOWNSAMPLINGS}, got {downsamplings}")
+        self.downsamplings = int(downsamplings)
+        factor = 2**self.downsamplings
         if height % factor or wide % factor or height < factor or wide < factor:
             raise ValueError(f"image encoder resolution must be a positive multiple of {factor}, got {height}x{wide}")
         if num_units < 1 or unit_dim < 1 or width < 1:
@@ -123,16 +140,19 @@ class ImageEncoder(nn.Module):
         self.feature_shape = (w, height // factor, wide // factor)
         self.flatten_dim = w * (height // factor) * (wide // factor)
 
+        # The last (4 - downsamplings) convolutions keep the size (3x3, stride 1) instead of halving it.
+        conv = [_conv(i, self.downsamplings, self.in_channels if i == 0 else w, w, 1 if i == 0 else g)
+                for i in range(NUM_DOWNSAMPLINGS)]
         self.features = nn.Sequential(
-            nn.Conv2d(self.in_channels, w, 4, 2, 1),  # each output channel sees the image only: branches stay apart
+            conv[0],  # each output channel sees the image only: branches stay apart
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            nn.Conv2d(w, w, 4, 2, 1, groups=g),
+            conv[1],
             nn.BatchNorm2d(w),
             nn.ReLU(),
-            nn.Conv2d(w, w, 4, 2, 1, groups=g),
+            conv[2],
             nn.BatchNorm2d(w),  # no ReLU after the third convolution (as published)
-            nn.Conv2d(w, w, 4, 2, 1, groups=g),
+            conv[3],
             nn.BatchNorm2d(w),
             nn.ReLU(),
             EncoderResBlock(w, g),
@@ -205,6 +225,7 @@ class ImageEncoder(nn.Module):
         return (
             f"in_channels={self.in_channels}, resolution={self.resolution}, width={self.width}, "
             f"num_units={self.num_units}, unit_dim={self.unit_dim}, flatten_dim={self.flatten_dim}"
+            + (f", downsamplings={self.downsamplings}" if self.downsamplings != NUM_DOWNSAMPLINGS else "")
             + (", unit_branches=True" if self.unit_branches else "")
             + (", stochastic=True" if self.stochastic else "")
             + (", whiten_features=True" if self.whiten is not None else "")
