@@ -45,6 +45,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   (normalised HSIC with Gaussian kernels) between different units over the batch
   (:func:`disdiff.models.unit_dependence.cross_unit_dependence`), which, unlike the correlation,
   also makes a non-monotone copy or a mixture of another unit's factors pay.
+* ``unit_tc_weight`` (0: no such term): the loss adds this weight times the units' total correlation,
+  estimated by a discriminator trained alongside to tell the code from its unit-permuted copy
+  (:mod:`disdiff.models.unit_total_correlation`, after FactorVAE), which, unlike a one-batch
+  dependence measure, learns over the run to see copies of any form.
 * ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
   step ``until``, a unit whose code is predicted by the units before it with R² above
   ``threshold`` gets its rows of the encoder's output layer re-drawn
@@ -101,6 +105,7 @@ class Deviations:
     timestep_focus: tuple[int, float] | None = None
     unit_decorrelation_weight: float = 0.0
     unit_dependence_weight: float = 0.0
+    unit_tc_weight: float = 0.0
     unit_reset: tuple[int, float, int] | None = None
 
     @classmethod
@@ -113,7 +118,7 @@ class Deviations:
         for name in ("encoder_lr_multiplier", "dis_logit_scale"):
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
-        for name in ("unit_decorrelation_weight", "unit_dependence_weight"):
+        for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
             if float(v[name]) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {v[name]}")
         if float(v["code_kl_weight"]) < 0:
@@ -154,6 +159,7 @@ class Deviations:
             timestep_focus=focus,
             unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
             unit_dependence_weight=float(v["unit_dependence_weight"]),
+            unit_tc_weight=float(v["unit_tc_weight"]),
             unit_reset=reset,
         )
 

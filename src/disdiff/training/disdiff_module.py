@@ -18,6 +18,9 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
   units' mean squared cross-correlation over the batch (``train/unit_correlation``).
 * opt-in (``unit_dependence_weight > 0``, not in the paper): ``L`` gains that weight times the
   units' mean pairwise kernel CKA over the batch (``train/unit_dependence``).
+* opt-in (``unit_tc_weight > 0``, not in the paper): ``L`` gains that weight times the units' total
+  correlation estimated by ``tc_discriminator`` (``train/unit_tc``), plus the discriminator's own
+  logistic loss (``train/tc_discriminator_loss``), whose gradient reaches the discriminator only.
 
 A checkpoint of this module is self-contained: the stage-2 configs and scale factor are stored in
 its hyper-parameters (``stage2``) and the frozen weights in its state dict, so a trained run loads
@@ -53,6 +56,7 @@ from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.models.unit_decorrelation import cross_unit_correlation
 from disdiff.models.unit_dependence import cross_unit_dependence
+from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator, total_correlation_losses
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
@@ -129,8 +133,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
-    behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
+    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_reset``) are
+    ``model.params`` keys whose defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
 
@@ -173,6 +177,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         timestep_focus: Sequence[float] | None = None,
         unit_decorrelation_weight: float = 0.0,
         unit_dependence_weight: float = 0.0,
+        unit_tc_weight: float = 0.0,
         unit_reset: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
@@ -203,7 +208,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
-            unit_dependence_weight=unit_dependence_weight,
+            unit_dependence_weight=unit_dependence_weight, unit_tc_weight=unit_tc_weight,
             unit_reset=unit_reset)
         if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
             raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
@@ -211,7 +216,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
         if int(num_units) < 1 or int(unit_dim) < 1:
             raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
-        for name in ("unit_decorrelation_weight", "unit_dependence_weight"):
+        for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
             if getattr(self.deviations, name) > 0 and int(num_units) < 2:
                 raise ConfigError(f"{name} > 0 needs num_units >= 2 (it scores pairs of units), got {num_units}")
         self.save_hyperparameters()
@@ -271,6 +276,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
                               "(encoder_config without 'target' or unit_branches)")
         self.last_codes: torch.Tensor | None = None  # the last training batch's codes, for unit_reset
+        self.tc_discriminator = (TotalCorrelationDiscriminator(self.num_units * self.unit_dim)
+                                 if self.deviations.unit_tc_weight > 0 else None)
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
         # EMA of the trainable denoiser parameters only (the frozen UNet is excluded because it
         # does not require grad; the encoder is never averaged, spec 1.3).
@@ -460,6 +467,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if self.deviations.unit_dependence_weight > 0 and B > 2:  # a kernel dependence needs three samples
             result["unit_dependence"] = cross_unit_dependence(z_mean)
             result["loss"] = result["loss"] + self.deviations.unit_dependence_weight * result["unit_dependence"]
+        if self.tc_discriminator is not None and B > 1:  # a permutation needs two samples
+            tc, discriminator_loss = total_correlation_losses(z_mean, self.tc_discriminator, generator)
+            result["unit_tc"], result["tc_discriminator_loss"] = tc, discriminator_loss
+            # The two parts reach disjoint parameters (encoder; discriminator), so one sum trains both.
+            result["loss"] = result["loss"] + self.deviations.unit_tc_weight * tc + discriminator_loss
         return result
 
     def current_dis_weight(self) -> float:
@@ -499,6 +511,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             self.log("train/unit_correlation", out["unit_correlation"], on_step=True, on_epoch=False, batch_size=B)
         if "unit_dependence" in out:
             self.log("train/unit_dependence", out["unit_dependence"], on_step=True, on_epoch=False, batch_size=B)
+        if "unit_tc" in out:
+            self.log("train/unit_tc", out["unit_tc"], on_step=True, on_epoch=False, batch_size=B)
+            self.log("train/tc_discriminator_loss", out["tc_discriminator_loss"], on_step=True, on_epoch=False,
+                     batch_size=B)
         if "dis" in out:
             dis = out["dis"]
             self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
@@ -533,6 +549,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         groups = [{"params": list(self.denoiser.trainable_parameters()), "lr": self.learning_rate},
                   {"params": list(self.encoder.parameters()),
                    "lr": self.learning_rate * self.deviations.encoder_lr_multiplier}]
+        if self.tc_discriminator is not None:  # opt-in unit_tc_weight
+            groups.append({"params": list(self.tc_discriminator.parameters()), "lr": self.learning_rate})
         opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
