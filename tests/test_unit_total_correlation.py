@@ -101,6 +101,7 @@ def test_module_term_is_off_by_default_and_reaches_only_encoder_and_discriminato
     module = make_module(ldm_ckpt, dis_weight=0.0, unit_tc_weight=0.5)
     groups = module.configure_optimizers()["optimizer"].param_groups
     assert len(groups) == 3 and {id(p) for p in groups[2]["params"]} == {id(p) for p in module.tc_discriminator.parameters()}
+    assert groups[2]["lr"] == pytest.approx(10 * groups[1]["lr"])  # the default unit_tc_lr_multiplier
     out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
     expected = out["loss_rec"] + 0.5 * out["unit_tc"] + out["tc_discriminator_loss"]
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
@@ -117,5 +118,7 @@ def test_module_term_is_off_by_default_and_reaches_only_encoder_and_discriminato
 def test_module_settings_name_the_key(ldm_ckpt):
     with pytest.raises(ConfigError, match="unit_tc_weight must be >= 0"):
         make_module(ldm_ckpt, unit_tc_weight=-1.0)
+    with pytest.raises(ConfigError, match="unit_tc_lr_multiplier must be > 0"):
+        make_module(ldm_ckpt, unit_tc_weight=0.1, unit_tc_lr_multiplier=0.0)
     with pytest.raises(ConfigError, match="unit_tc_weight > 0 needs num_units >= 2"):
         make_module(ldm_ckpt, num_units=1, unit_tc_weight=0.1)

@@ -49,6 +49,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   estimated by a discriminator trained alongside to tell the code from its unit-permuted copy
   (:mod:`disdiff.models.unit_total_correlation`, after FactorVAE), which, unlike a one-batch
   dependence measure, learns over the run to see copies of any form.
+* ``unit_tc_lr_multiplier`` (10; used only with ``unit_tc_weight > 0``): the discriminator's learning
+  rate as a multiple of the base one. At 1x it could not keep up with the moving code (its loss
+  stayed near ln 2 while units copied the floor hue at correlation 0.9-0.99, which a fresh
+  discriminator at the same rate tells apart within 100 steps of frozen codes: EXPERIMENTS, E54-E55).
 * ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
   step ``until``, a unit whose code is predicted by the units before it with R² above
   ``threshold`` gets its rows of the encoder's output layer re-drawn
@@ -106,6 +110,7 @@ class Deviations:
     unit_decorrelation_weight: float = 0.0
     unit_dependence_weight: float = 0.0
     unit_tc_weight: float = 0.0
+    unit_tc_lr_multiplier: float = 10.0
     unit_reset: tuple[int, float, int] | None = None
 
     @classmethod
@@ -115,7 +120,7 @@ class Deviations:
         if unknown:
             raise ConfigError(f"unknown deviation switch(es) {sorted(unknown)}")
         v = {f.name: values.get(f.name, f.default) for f in fields(cls)}
-        for name in ("encoder_lr_multiplier", "dis_logit_scale"):
+        for name in ("encoder_lr_multiplier", "dis_logit_scale", "unit_tc_lr_multiplier"):
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
         for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
@@ -160,6 +165,7 @@ class Deviations:
             unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
             unit_dependence_weight=float(v["unit_dependence_weight"]),
             unit_tc_weight=float(v["unit_tc_weight"]),
+            unit_tc_lr_multiplier=float(v["unit_tc_lr_multiplier"]),
             unit_reset=reset,
         )
 

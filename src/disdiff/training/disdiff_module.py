@@ -133,9 +133,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
     ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_reset``) are
-    ``model.params`` keys whose defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
-    (``self.deviations``), whose docstring defines each.
+    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``,
+    ``unit_reset``) are ``model.params`` keys whose defaults are the published behaviour; they are checked
+    and kept in :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring
+    defines each.
     """
 
     def __init__(
@@ -178,6 +179,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         unit_decorrelation_weight: float = 0.0,
         unit_dependence_weight: float = 0.0,
         unit_tc_weight: float = 0.0,
+        unit_tc_lr_multiplier: float = 10.0,
         unit_reset: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
@@ -209,7 +211,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
             unit_dependence_weight=unit_dependence_weight, unit_tc_weight=unit_tc_weight,
-            unit_reset=unit_reset)
+            unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset)
         if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
             raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
         if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
@@ -550,7 +552,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                   {"params": list(self.encoder.parameters()),
                    "lr": self.learning_rate * self.deviations.encoder_lr_multiplier}]
         if self.tc_discriminator is not None:  # opt-in unit_tc_weight
-            groups.append({"params": list(self.tc_discriminator.parameters()), "lr": self.learning_rate})
+            groups.append({"params": list(self.tc_discriminator.parameters()),
+                           "lr": self.learning_rate * self.deviations.unit_tc_lr_multiplier})
         opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
