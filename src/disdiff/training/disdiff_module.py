@@ -54,13 +54,12 @@ from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
-from disdiff.models.unit_decorrelation import cross_unit_correlation
-from disdiff.models.unit_dependence import cross_unit_dependence
-from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator, total_correlation_losses
+from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
+from disdiff.training.unit_penalties import LOGGED_TERMS, unit_penalty_terms
 from disdiff.training.unit_reset import UnitReset
 from disdiff.utils.random import draw
 
@@ -463,17 +462,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if code_kl is not None:
             result["code_kl"] = code_kl
             result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
-        if self.deviations.unit_decorrelation_weight > 0 and B > 1:  # a correlation needs two samples
-            result["unit_correlation"] = cross_unit_correlation(z_mean)
-            result["loss"] = result["loss"] + self.deviations.unit_decorrelation_weight * result["unit_correlation"]
-        if self.deviations.unit_dependence_weight > 0 and B > 2:  # a kernel dependence needs three samples
-            result["unit_dependence"] = cross_unit_dependence(z_mean)
-            result["loss"] = result["loss"] + self.deviations.unit_dependence_weight * result["unit_dependence"]
-        if self.tc_discriminator is not None and B > 1:  # a permutation needs two samples
-            tc, discriminator_loss = total_correlation_losses(z_mean, self.tc_discriminator, generator)
-            result["unit_tc"], result["tc_discriminator_loss"] = tc, discriminator_loss
-            # The two parts reach disjoint parameters (encoder; discriminator), so one sum trains both.
-            result["loss"] = result["loss"] + self.deviations.unit_tc_weight * tc + discriminator_loss
+        penalties, added = unit_penalty_terms(z_mean, self.deviations, self.tc_discriminator, generator)
+        result.update(penalties)
+        if added is not None:  # opt-in unit penalties (training/unit_penalties.py)
+            result["loss"] = result["loss"] + added
         return result
 
     def current_dis_weight(self) -> float:
@@ -509,14 +501,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
         if "code_kl" in out:
             self.log("train/loss_kl", out["code_kl"], on_step=True, on_epoch=False, batch_size=B)
-        if "unit_correlation" in out:
-            self.log("train/unit_correlation", out["unit_correlation"], on_step=True, on_epoch=False, batch_size=B)
-        if "unit_dependence" in out:
-            self.log("train/unit_dependence", out["unit_dependence"], on_step=True, on_epoch=False, batch_size=B)
-        if "unit_tc" in out:
-            self.log("train/unit_tc", out["unit_tc"], on_step=True, on_epoch=False, batch_size=B)
-            self.log("train/tc_discriminator_loss", out["tc_discriminator_loss"], on_step=True, on_epoch=False,
-                     batch_size=B)
+        for key in LOGGED_TERMS:
+            if key in out:
+                self.log(f"train/{key}", out[key], on_step=True, on_epoch=False, batch_size=B)
         if "dis" in out:
             dis = out["dis"]
             self.log("train/dis_ce_variant", dis.ce_variant.mean(), on_step=True, on_epoch=False, batch_size=B)
