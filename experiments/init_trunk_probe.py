@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from synth_sample import encode_in_chunks, random_sample
+from synth_sample import encode_in_chunks, factor_probe, random_sample
 
-from disdiff.metrics.probe import probe_accuracy
 from disdiff.models.image_encoder import ImageEncoder
 
 
@@ -38,11 +37,7 @@ def main() -> None:
             encode_in_chunks(lambda x: encoder._features(x), images)
             encoder.eval()
             trunk = encode_in_chunks(lambda x: encoder._features(x).flatten(1), images).numpy()
-            accs = []
-            for k in range(factors.shape[1]):
-                y = factors[:, k]
-                acc, _ = probe_accuracy(trunk[:args.train], y[:args.train], trunk[args.train:], y[args.train:], max_iter=300)
-                accs.append(acc)
+            accs = factor_probe(trunk, factors, args.train)
             print(f"downsamplings {down} seed {seed} features {trunk.shape[1]}:", " ".join(f"{a:.2f}" for a in accs), flush=True)
 
 

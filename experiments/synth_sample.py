@@ -1,6 +1,6 @@
 """Shared by the diagnostics in this folder: a fixed random sample of shapes3d-synth and its codes.
 
-    from synth_sample import random_sample, encode_in_chunks   # scripts run as python experiments/X.py
+    from synth_sample import random_sample, encode_in_chunks, factor_probe   # scripts run as python experiments/X.py
 """
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from disdiff.data.base import GroundTruthDataset
 from disdiff.data.registry import load_dataset
+from disdiff.metrics.probe import probe_accuracy
 
 
 def random_sample(n: int, seed: int = 0, resolution: int = 32) -> tuple[GroundTruthDataset, np.ndarray, torch.Tensor]:
@@ -23,3 +24,9 @@ def random_sample(n: int, seed: int = 0, resolution: int = 32) -> tuple[GroundTr
 def encode_in_chunks(fn, images: torch.Tensor, chunk: int = 500) -> torch.Tensor:
     """``fn`` applied to ``images`` in chunks of ``chunk``, concatenated (bounded memory)."""
     return torch.cat([fn(x) for x in images.split(chunk)])
+
+
+def factor_probe(features: np.ndarray, factors: np.ndarray, n_train: int) -> list[float]:
+    """Per factor, the linear probe's test accuracy: trained on the first ``n_train`` rows, tested on the rest."""
+    return [probe_accuracy(features[:n_train], factors[:n_train, k], features[n_train:], factors[n_train:, k],
+                           max_iter=300)[0] for k in range(factors.shape[1])]

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from synth_sample import encode_in_chunks, random_sample
+from synth_sample import encode_in_chunks, factor_probe, random_sample
 
 from disdiff.api import DisDiff
-from disdiff.metrics.probe import probe_accuracy
 
 
 def main() -> None:
@@ -31,11 +30,7 @@ def main() -> None:
         code = encode_in_chunks(encoder, images).numpy()
         print(path, f"trunk features {trunk.shape[1]}, code {code.shape[1]}")
         for name, feats in (("trunk", trunk), ("code", code)):
-            accs = []
-            for k in range(factors.shape[1]):
-                y = factors[:, k]
-                acc, _ = probe_accuracy(feats[:args.train], y[:args.train], feats[args.train:], y[args.train:], max_iter=300)
-                accs.append(acc)
+            accs = factor_probe(feats, factors, args.train)
             print(f"  {name:5s}", " ".join(f"{a:.2f}" for a in accs), flush=True)
 
 
