@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,7 +33,13 @@ DISDIFF = [sys.executable, "-m", "disdiff.cli.main"]
 def run(cmd: list[str], env: dict, log) -> None:
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
-    code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Stopping this script (pkill's SIGTERM) must stop the training too, not leave it running alone.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
+    try:
+        code = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if code:
         raise SystemExit(f"command failed ({code}): {' '.join(cmd)}")
 
