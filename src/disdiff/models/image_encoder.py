@@ -41,8 +41,9 @@ change what it reads (docs/EXPERIMENTS.md, session 7, unit scales of E25 against
 ``downsamplings`` (4, as published) is the number of stride-2 convolutions; the later ones of the four
 become 3x3 stride-1 convolutions that keep the size. The published encoder flattens a 4x4 map of its
 64x64 input; at 32x32, ``downsamplings=3`` keeps that 4x4 map (and the resolution need only be a
-multiple of 8), where the default leaves 2x2, whose features show the object's geometry far less
-(docs/EXPERIMENTS.md, D9).
+multiple of 8), where the default leaves 2x2. At an equal number of features the map size did not
+change what a linear probe finds of the geometry, and the larger read-outs made the units large
+hue mixtures (docs/EXPERIMENTS.md, D9, E52-E53).
 
 ``readout_init_scale`` (1: PyTorch's default initialisation, as published) multiplies the initial
 weights and bias of the read-out (step 9), so that with a value below 1 every unit starts quiet
