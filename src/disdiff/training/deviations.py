@@ -48,7 +48,8 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
 * ``unit_tc_weight`` (0: no such term): the loss adds this weight times the units' total correlation,
   estimated by a discriminator trained alongside to tell the code from its unit-permuted copy
   (:mod:`disdiff.models.unit_total_correlation`, after FactorVAE), which, unlike a one-batch
-  dependence measure, learns over the run to see copies of any form.
+  dependence measure, learns over the run to see copies of any form. (In E56-E57 it removed the
+  copies but the units became hue mixtures, not the geometry.)
 * ``unit_tc_lr_multiplier`` (10; used only with ``unit_tc_weight > 0``): the discriminator's learning
   rate as a multiple of the base one. At 1x it could not keep up with the moving code (its loss
   stayed near ln 2 while units copied the floor hue at correlation 0.9-0.99, which a fresh
