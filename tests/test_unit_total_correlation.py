@@ -29,7 +29,7 @@ def _train_discriminator(sampler, steps: int = 300, seed: int = 0) -> float:
     """Train a discriminator on codes from ``sampler(B, generator)``; return its TC estimate on fresh codes."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    disc = TotalCorrelationDiscriminator(sampler(2, gen).shape[1] * sampler(2, gen).shape[2], hidden=64)
+    disc = TotalCorrelationDiscriminator(sampler(2, gen)[0].numel(), hidden=64)
     opt = torch.optim.Adam(disc.parameters(), lr=3e-3)
     for _ in range(steps):
         _, loss = total_correlation_losses(sampler(128, gen), disc, gen)
