@@ -54,3 +54,16 @@ def test_timestep_focus_is_checked_and_normalised():
     for bad in ([300], [0, 0.5], [300, 1.5], [300.5, 0.5], [True, 0.5], ["300", 0.5]):
         with pytest.raises(ConfigError, match="timestep_focus"):
             Deviations.checked(timestep_focus=bad)
+
+
+def test_in_use_lists_exactly_the_switches_moved_from_the_paper():
+    assert Deviations.checked().in_use() == {}
+    d = Deviations.checked(train_reencoder=True, dis_logit_scale=5, encoder_lr_multiplier=1.0, dis_weight_ramp=[1, 2])
+    assert d.in_use() == {"train_reencoder": True, "dis_logit_scale": 5.0, "dis_weight_ramp": (1, 2)}
+
+
+def test_from_params_reads_the_switches_and_ignores_other_keys():
+    params = {"num_units": 6, "unit_dim": 1, "nested_unit_dropout": 0.5, "ldm_ckpt": "x"}
+    assert Deviations.from_params(params).in_use() == {"nested_unit_dropout": 0.5}
+    with pytest.raises(ConfigError, match="nested_unit_dropout"):
+        Deviations.from_params({"nested_unit_dropout": 2.0})

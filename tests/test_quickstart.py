@@ -14,6 +14,7 @@ from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_p
 from disdiff.cli.main import main
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
+from disdiff.training.deviations import Deviations
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +70,10 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
 
     markdown = md_path.read_text()
     assert markdown.startswith("# DisDiff quickstart on grid.npz")
-    assert "paper" not in markdown.lower()  # no published figure for this dataset
+    assert "paper" not in markdown.lower().replace("the paper's training", "")  # no published figure for this dataset
+    # The report names every opt-in deviation of stage 3's config (see test_quickstart_parts for the wording).
+    for name, value in Deviations.from_params(config["model"]["params"]).in_use().items():
+        assert f"{name} = {value}" in markdown
     metrics = {row[0]: row[1] for row in _table_rows(markdown, "metric")}
     for name in ("FactorVAE", "DCI", "MIG", "beta-VAE"):
         assert 0.0 <= float(metrics[name]) <= 1.0

@@ -191,3 +191,26 @@ def test_budget_checkpoints_fall_at_fractions_of_the_time_budget(tmp_path):
     trainer.global_step, clock["elapsed"] = 51, 55.0
     periodic.on_train_batch_end(trainer, None, None, None, 0)
     assert saved == ["step=00000051.ckpt"] and periodic.saved == [0.25, 0.5]
+
+
+# ------------------------------------------------------------------------------ report: recipe
+@pytest.mark.parametrize("params, expected", [
+    ({"num_units": 6, "unit_dim": 1}, "with the paper's loss and procedure (no opt-in deviation)"),
+    ({"num_units": 6, "train_reencoder": True, "dis_logit_scale": 5},
+     "deviations from the paper's training: train_reencoder = True, dis_logit_scale = 5.0 ("),
+])
+def test_report_names_stage3_deviations(tmp_path, params, expected):
+    from disdiff.pipeline.layout import QuickstartLayout
+    from disdiff.pipeline.quickstart_report import _stage3_recipe
+    from disdiff.pipeline.report import Report
+
+    layout = QuickstartLayout(tmp_path)
+    report = Report("t")
+    _stage3_recipe(report, layout)  # no stage-3 run yet: nothing to say
+    assert report.blocks == []
+    config = layout.stage_dir("disdiff") / "configs" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    OmegaConf.save({"model": {"base_learning_rate": 8e-6, "params": params}}, config)
+    _stage3_recipe(report, layout)
+    [(kind, text)] = report.blocks
+    assert kind == "paragraph" and expected in text and "Base learning rate 8e-06" in text

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from disdiff.evaluation.tables import collect_records
 from disdiff.pipeline.curve import describe_settings
 from disdiff.pipeline.dataset import QuickstartData
@@ -23,6 +25,7 @@ from disdiff.pipeline.pretrained import STAGE_FILES, StagePlan, file_digest
 from disdiff.pipeline.progress import format_minutes
 from disdiff.pipeline.report import Report, plot_curve, plot_series, read_training_log
 from disdiff.pipeline.settings import STAGE_TITLES, STAGES, QuickstartSettings
+from disdiff.training.deviations import Deviations
 
 #: DisDiff-VQ as published (Yang et al. 2023, Table 1; 64x64, full-length GPU training). Only the
 #: Shapes3D figures are recorded in this project; other datasets get no paper column.
@@ -126,6 +129,7 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
         f"Export, evaluation (metric curve included), figures and report took {format_minutes(overhead)} in this "
         f"invocation; the budget set {format_minutes(s.minutes * 60 * s.overhead_fraction)} aside for them "
         f"(overhead_fraction {s.overhead_fraction:g}).")
+    _stage3_recipe(report, layout)
     for stage in plan.trained:
         keys, title = LOSS_PLOTS[stage]
         series = read_training_log(layout.stage_dir(stage))
@@ -136,6 +140,24 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
         if stage == "autoencoder" and series.get("val/psnr"):
             step, psnr = series["val/psnr"][-1]
             report.paragraph(f"Stage 1 held-out reconstruction PSNR at step {step}: {psnr:.2f} dB.")
+
+
+def _stage3_recipe(report: Report, layout: QuickstartLayout) -> None:
+    """Say which of stage 3's opt-in deviations from the paper's training this run used."""
+    config = layout.stage_dir("disdiff") / "configs" / "config.yaml"
+    if not config.is_file():
+        return
+    model = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True)
+    used = Deviations.from_params(model.get("params", {})).in_use()
+    lr = model.get("base_learning_rate")
+    if used:
+        switches = ", ".join(f"{name} = {value}" for name, value in used.items())
+        report.paragraph(f"Stage 3 trained with these opt-in deviations from the paper's training: {switches} "
+                         "(each defined in disdiff.training.deviations; the experiments that chose them are in "
+                         f"docs/EXPERIMENTS.md). Base learning rate {lr} (times the batch size).")
+    else:
+        report.paragraph(f"Stage 3 trained with the paper's loss and procedure (no opt-in deviation). "
+                         f"Base learning rate {lr} (times the batch size).")
 
 
 # ------------------------------------------------------------------------------------- metrics

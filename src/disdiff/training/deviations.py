@@ -63,7 +63,7 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from disdiff.config import ConfigError
 
@@ -169,6 +169,16 @@ class Deviations:
             unit_tc_lr_multiplier=float(v["unit_tc_lr_multiplier"]),
             unit_reset=reset,
         )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Deviations":
+        """The checked switches among a stage-3 ``model.params`` mapping; its other keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls.checked(**{key: value for key, value in params.items() if key in names})
+
+    def in_use(self) -> dict[str, Any]:
+        """The switches set away from the published behaviour, by name (empty: the paper's training)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
 
     def dis_weight_factor(self, step: int) -> float:
         """The factor on ``dis_weight`` at optimizer step ``step`` (1 without a ramp)."""
