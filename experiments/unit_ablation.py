@@ -7,7 +7,8 @@ keeps its marginal but loses its tie to the image). Units whose dominant factor 
 as a whole, and with all but its first unit permuted. If copies only duplicate information, the
 group's gain equals one member's; if they add amplitude or resolution, it is larger.
 
-Also printed per unit: the RMS of its field G_k (mean over the batch and t) and its eta^2 profile.
+Also printed per unit: its standard deviation, its largest variance explained (eta^2) and that factor,
+and the RMS of its field G_k over the batch.
 
     python experiments/unit_ablation.py CKPT [CKPT ...] [--n 512] [--t-range 100,600]
 """
