@@ -21,7 +21,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   (norms of code differences).
 * ``dis_weight_ramp`` (null: the constant published weight): ``[start, end]`` optimizer steps; the
   disentangling loss is off before ``start`` (and not computed, which saves its decode and
-  re-encodings), then its weight rises linearly to ``dis_weight`` at ``end``.
+  re-encodings), then its weight rises linearly to ``dis_weight`` at ``end``. While the units are
+  still hue mixtures the loss's cross-entropies can sit above chance, and the quickest way down is
+  to shrink every field: in one seed of four that switched the shift decoder off for good
+  (EXPERIMENTS, D14), which a ramp of [800, 1600] prevented (E71).
 * ``code_kl_weight`` (0: the published deterministic code): the encoder gets a log-variance head,
   the shift decoder is conditioned on a draw ``z = μ + σ·ε`` and the loss adds this weight times the
   KL of the code to ``N(0, I)`` (:mod:`disdiff.models.code_prior`). The disentangling loss,
