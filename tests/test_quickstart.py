@@ -70,7 +70,8 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
 
     markdown = md_path.read_text()
     assert markdown.startswith("# DisDiff quickstart on grid.npz")
-    assert "paper" not in markdown.lower().replace("the paper's training", "")  # no published figure for this dataset
+    # No published figure for this dataset: no paper column, no comparison paragraph.
+    assert "| paper," not in markdown and "The paper's numbers" not in markdown
     # The report names every opt-in deviation of stage 3's config (see test_quickstart_parts for the wording).
     for name, value in Deviations.from_params(config["model"]["params"]).in_use().items():
         assert f"{name} = {value}" in markdown
@@ -117,7 +118,7 @@ def test_packaged_stages_give_stage3_the_whole_budget(tmp_path):
     assert 0.9 * settings.training_minutes() < done["budget_minutes"] <= settings.training_minutes()
     markdown = md_path.read_text()
     assert f"packaged checkpoints in {pretrained}" in markdown and "stage2.ckpt (sha256 " in markdown
-    assert "0.902" in markdown  # shapes3d-synth is shown next to the paper's Shapes3D figure
+    assert "0.902" in markdown and "| paper, Shapes3D" in markdown  # shown next to the paper's Shapes3D figure
     assert len(_table_rows(markdown, "stage-3 step")) >= 3
     assert [row[0] for row in _table_rows(markdown, "factor")][:2] == ["floor_hue", "wall_hue"]
 
