@@ -14,6 +14,7 @@ from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_p
 from disdiff.cli.main import main
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
+from disdiff.models.image_encoder import encoder_switches_in_use
 from disdiff.training.deviations import Deviations
 
 
@@ -73,7 +74,11 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     # No published figure for this dataset: no paper column, no comparison paragraph.
     assert "| paper," not in markdown and "The paper's numbers" not in markdown
     # The report names every opt-in deviation of stage 3's config (see test_quickstart_parts for the wording).
-    for name, value in Deviations.from_params(config["model"]["params"]).in_use().items():
+    params = config["model"]["params"]
+    used = {**Deviations.from_params(params).in_use(),
+            **{f"encoder_config.{k}": v for k, v in encoder_switches_in_use(params["encoder_config"]).items()}}
+    assert ("no opt-in deviation" in markdown) == (not used)
+    for name, value in used.items():
         assert f"{name} = {value}" in markdown
     metrics = {row[0]: row[1] for row in _table_rows(markdown, "metric")}
     for name in ("FactorVAE", "DCI", "MIG", "beta-VAE"):

@@ -198,6 +198,8 @@ def test_budget_checkpoints_fall_at_fractions_of_the_time_budget(tmp_path):
     ({"num_units": 6, "unit_dim": 1}, "with the paper's loss and procedure (no opt-in deviation)"),
     ({"num_units": 6, "train_reencoder": True, "dis_logit_scale": 5},
      "deviations from the paper's training: train_reencoder = True, dis_logit_scale = 5.0 ("),
+    ({"encoder_config": {"width": 8, "downsamplings": 4, "standardize_code": True}, "nested_unit_dropout": 0.5},
+     "deviations from the paper's training: nested_unit_dropout = 0.5, encoder_config.standardize_code = True ("),
 ])
 def test_report_names_stage3_deviations(tmp_path, params, expected):
     from disdiff.pipeline.layout import QuickstartLayout

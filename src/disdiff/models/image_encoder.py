@@ -52,7 +52,8 @@ weights and bias of the read-out (step 9), so that with a value below 1 every un
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,17 @@ def _resolution_hw(resolution: int | Sequence[int]) -> tuple[int, int]:
     if len(values) != 2:
         raise ValueError(f"resolution must be an int or (H, W), got {resolution!r}")
     return values[0], values[1]
+
+
+#: The encoder's opt-in deviations from the published Encoder4 (each defaults to the published layer).
+OPT_IN_SWITCHES = ("unit_branches", "whiten_features", "standardize_code", "readout_init_scale", "downsamplings")
+
+
+def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``encoder_config`` among :data:`OPT_IN_SWITCHES` set away from their published default."""
+    defaults = inspect.signature(ImageEncoder.__init__).parameters
+    return {key: value for key, value in encoder_config.items()
+            if key in OPT_IN_SWITCHES and value != defaults[key].default}
 
 
 class ImageEncoder(nn.Module):

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from disdiff.evaluation.tables import collect_records
+from disdiff.models.image_encoder import encoder_switches_in_use
 from disdiff.pipeline.curve import describe_settings
 from disdiff.pipeline.dataset import QuickstartData
 from disdiff.pipeline.layout import QuickstartLayout
@@ -148,12 +149,15 @@ def _stage3_recipe(report: Report, layout: QuickstartLayout) -> None:
     if not config.is_file():
         return
     model = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True)
-    used = Deviations.from_params(model.get("params", {})).in_use()
+    params = model.get("params", {})
+    used = Deviations.from_params(params).in_use()
+    used.update({f"encoder_config.{key}": value
+                 for key, value in encoder_switches_in_use(params.get("encoder_config") or {}).items()})
     lr = model.get("base_learning_rate")
     if used:
         switches = ", ".join(f"{name} = {value}" for name, value in used.items())
         report.paragraph(f"Stage 3 trained with these opt-in deviations from the paper's training: {switches} "
-                         "(each defined in disdiff.training.deviations; the experiments that chose them are in "
+                         "(defined in disdiff.training.deviations and disdiff.models.image_encoder; the experiments that chose them are in "
                          f"docs/EXPERIMENTS.md). Base learning rate {lr} (times the batch size).")
     else:
         report.paragraph(f"Stage 3 trained with the paper's loss and procedure (no opt-in deviation). "
