@@ -3,7 +3,7 @@
 import pytest
 
 from disdiff.config import ConfigError
-from disdiff.training.deviations import Deviations, ramp_factor
+from disdiff.training.deviations import Deviations, deviations_in_use, ramp_factor
 
 
 def test_defaults_are_the_published_behaviour():
@@ -67,3 +67,9 @@ def test_from_params_reads_the_switches_and_ignores_other_keys():
     assert Deviations.from_params(params).in_use() == {"nested_unit_dropout": 0.5}
     with pytest.raises(ConfigError, match="nested_unit_dropout"):
         Deviations.from_params({"nested_unit_dropout": 2.0})
+
+
+def test_deviations_in_use_adds_the_encoder_switches_by_their_config_path():
+    params = {"train_reencoder": True, "encoder_config": {"width": 8, "downsamplings": 4, "standardize_code": True}}
+    assert deviations_in_use(params) == {"train_reencoder": True, "encoder_config.standardize_code": True}
+    assert deviations_in_use({"num_units": 6}) == {}

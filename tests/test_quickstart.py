@@ -14,8 +14,7 @@ from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_p
 from disdiff.cli.main import main
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
-from disdiff.models.image_encoder import encoder_switches_in_use
-from disdiff.training.deviations import Deviations
+from disdiff.training.deviations import deviations_in_use
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +73,7 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     # No published figure for this dataset: no paper column, no comparison paragraph.
     assert "| paper," not in markdown and "The paper's numbers" not in markdown
     # The report names every opt-in deviation of stage 3's config (see test_quickstart_parts for the wording).
-    params = config["model"]["params"]
-    used = {**Deviations.from_params(params).in_use(),
-            **{f"encoder_config.{k}": v for k, v in encoder_switches_in_use(params["encoder_config"]).items()}}
+    used = deviations_in_use(config["model"]["params"])
     assert ("no opt-in deviation" in markdown) == (not used)
     for name, value in used.items():
         assert f"{name} = {value}" in markdown

@@ -18,7 +18,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from disdiff.evaluation.tables import collect_records
-from disdiff.models.image_encoder import encoder_switches_in_use
 from disdiff.pipeline.curve import describe_settings
 from disdiff.pipeline.dataset import QuickstartData
 from disdiff.pipeline.layout import QuickstartLayout
@@ -26,7 +25,7 @@ from disdiff.pipeline.pretrained import STAGE_FILES, StagePlan, file_digest
 from disdiff.pipeline.progress import format_minutes
 from disdiff.pipeline.report import Report, plot_curve, plot_series, read_training_log
 from disdiff.pipeline.settings import STAGE_TITLES, STAGES, QuickstartSettings
-from disdiff.training.deviations import Deviations
+from disdiff.training.deviations import deviations_in_use
 
 #: DisDiff-VQ as published (Yang et al. 2023, Table 1; 64x64, full-length GPU training). Only the
 #: Shapes3D figures are recorded in this project; other datasets get no paper column.
@@ -149,16 +148,14 @@ def _stage3_recipe(report: Report, layout: QuickstartLayout) -> None:
     if not config.is_file():
         return
     model = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True)
-    params = model.get("params", {})
-    used = Deviations.from_params(params).in_use()
-    used.update({f"encoder_config.{key}": value
-                 for key, value in encoder_switches_in_use(params.get("encoder_config") or {}).items()})
+    used = deviations_in_use(model.get("params", {}))
     lr = model.get("base_learning_rate")
     if used:
         switches = ", ".join(f"{name} = {value}" for name, value in used.items())
         report.paragraph(f"Stage 3 trained with these opt-in deviations from the paper's training: {switches} "
-                         "(defined in disdiff.training.deviations and disdiff.models.image_encoder; the experiments that chose them are in "
-                         f"docs/EXPERIMENTS.md). Base learning rate {lr} (times the batch size).")
+                         "(defined in disdiff.training.deviations and disdiff.models.image_encoder; the experiments "
+                         "that chose them are in docs/EXPERIMENTS.md). "
+                         f"Base learning rate {lr} (times the batch size).")
     else:
         report.paragraph(f"Stage 3 trained with the paper's loss and procedure (no opt-in deviation). "
                          f"Base learning rate {lr} (times the batch size).")

@@ -69,6 +69,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from disdiff.config import ConfigError
+from disdiff.models.image_encoder import encoder_switches_in_use
 
 Ramp = tuple[int, int]
 
@@ -196,3 +197,12 @@ class Deviations:
         if self.progressive_units == 0:
             return num_units
         return min(num_units, 1 + step // self.progressive_units)
+
+
+def deviations_in_use(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every opt-in deviation a stage-3 ``model.params`` mapping sets away from the paper: the loss and
+    training switches by name, the encoder's (``encoder_config``) as ``encoder_config.<key>``."""
+    used = Deviations.from_params(params).in_use()
+    encoder = encoder_switches_in_use(params.get("encoder_config") or {})
+    used.update({f"encoder_config.{key}": value for key, value in encoder.items()})
+    return used
