@@ -1,6 +1,7 @@
 """Tiny end to end: stages 1, 2 and 3 for a few steps each with ``disdiff train``, then export,
 evaluate, swap and traverse with the command line, on a 16x16 shapes3d-synth grid."""
 
+import csv
 import importlib.util
 import json
 import warnings
@@ -66,7 +67,8 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
         packaged = OmegaConf.load(PACKAGED_CONFIG_DIR / "disdiff" / "shapes3d-synth-vq-small-dis.yaml")
         packaged.model.params.update({"ldm_ckpt": str(runs / "s2"), "num_units": 3, "unit_dim": 4,
                                       "encoder_config": {"width": 8, "resolution": 16, "in_channels": 3},
-                                      "warmup_steps": 1, "log_ddim_steps": 2})
+                                      "warmup_steps": 1, "log_ddim_steps": 2,
+                                      "dis_weight_ramp": [0, 1]})  # the loss from step 0 (the config's: 800)
         packaged.data = DATA
         packaged.lightning = LIGHTNING
         stage3 = _write(tmp_path / "s3.yaml", OmegaConf.to_container(packaged))
@@ -76,6 +78,9 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
     metrics = (run3 / "logs" / "metrics.csv").read_text().splitlines()[0]
     for key in ("train/loss_rec", "train/loss_dis", "train/loss"):
         assert key in metrics
+    rows = list(csv.DictReader((run3 / "logs" / "metrics.csv").read_text().splitlines()))
+    dis = [float(v) for row in rows for k, v in row.items() if k.startswith("train/loss_dis") and v]
+    assert dis and max(dis) > 0  # the disentangling path ran
     ckpt = torch.load(run3 / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["dis_weight"] == 0.5 and ckpt["global_step"] == 2
 

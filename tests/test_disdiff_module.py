@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from disdiff.api import DisDiff
 from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, check_param_types, load_configs
 from disdiff.diffusion.schedule import extract
+from disdiff.training.deviations import deviations_in_use
 from disdiff.training.disdiff_module import DisDiffModule
 
 TRAINABLE_PREFIXES = ("denoiser.shift_middle_block.", "denoiser.shift_output_blocks.", "denoiser.shift_out.",
@@ -273,8 +274,8 @@ def test_packaged_configs_match_the_module_signature():
         assert set(params) <= accepted, path.name
         plain = OmegaConf.to_container(params, resolve=False)
         check_param_types(DisDiffModule, {k: v for k, v in plain.items() if v != "???"}, path.name)
-        # published: N = 6 units of 32 (checked below); the small CPU config: units of 4 (docs/EXPERIMENTS.md)
-        assert params.num_units == 6 and (params.unit_dim == 4 or "synth" not in path.name)
+        # published: N = 6 units of 32 (checked below); the small CPU config: units of 1 (docs/EXPERIMENTS.md)
+        assert params.num_units == 6 and (params.unit_dim == 1 or "synth" not in path.name)
         if path.name.startswith(("shapes3d-vq", "cars3d-vq", "celeba-vq")):
             assert (params.dis_loss_type, params.dis_weight) == ("Z", 0.05)
         if path.name.startswith("mpi3d-vq"):
@@ -284,6 +285,7 @@ def test_packaged_configs_match_the_module_signature():
         if "synth" not in path.name:  # the published recipe (the small CPU config's unit_dim is issue 12's)
             assert params.encoder_config.width == 128 and params.encoder_config.resolution == 64
             assert params.unit_dim == 32
+            assert deviations_in_use(plain) == {}, path.name  # the published recipe: no opt-in switch moved
 
 
 def test_encoder_lr_multiplier_gives_the_encoder_its_own_lr(ldm_ckpt):
