@@ -29,6 +29,7 @@ from disdiff.config import instantiate_from_config, load_configs
 from disdiff.data.registry import load_dataset
 from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.schedule import extract, q_sample
+from synth_sample import scaled_factors
 
 CONFIGS = ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"]
 BUCKETS = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
@@ -36,8 +37,7 @@ BUCKETS = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
 def oracle_code(factors: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
     """(n, K) factor indices -> (n, K, 1) units in [-1, 1] (unit k is factor k)."""
-    scaled = 2.0 * factors / np.maximum(sizes - 1, 1) - 1.0
-    return torch.from_numpy(scaled.astype(np.float32))[:, :, None]
+    return torch.from_numpy(scaled_factors(factors, sizes).astype(np.float32))[:, :, None]
 
 
 @torch.no_grad()

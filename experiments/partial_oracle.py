@@ -21,13 +21,12 @@ import numpy as np
 from disdiff.data.registry import load_dataset
 from disdiff.evaluation.views import IndexObservations, LatentLookup
 from disdiff.metrics import dci, factor_vae
+from synth_sample import scaled_factors
 
 
 def partial_code(view: IndexObservations, pure: list[int], copies: bool, seed: int) -> np.ndarray:
     """(M, 6) code: pure units for the factors in ``pure``; the rest noise or noisy copies of pure ones."""
-    factors = view.factors_of(np.arange(view.num_images)).astype(np.float64)
-    sizes = np.asarray(view.factor_sizes, dtype=np.float64)
-    scaled = 2.0 * factors / np.maximum(sizes - 1.0, 1.0) - 1.0
+    scaled = scaled_factors(view.factors_of(np.arange(view.num_images)), view.factor_sizes)
     rng = np.random.RandomState(seed)
     code = rng.standard_normal((view.num_images, view.num_factors))
     for unit, k in enumerate(pure):

@@ -1,6 +1,6 @@
 """Shared by the diagnostics in this folder: a fixed random sample of shapes3d-synth and its codes.
 
-    from synth_sample import random_sample, encode_in_chunks, factor_probe   # scripts run as python experiments/X.py
+    from synth_sample import random_sample, factor_probe, scaled_factors   # scripts run as python experiments/X.py
 """
 from __future__ import annotations
 
@@ -30,3 +30,8 @@ def factor_probe(features: np.ndarray, factors: np.ndarray, n_train: int) -> lis
     """Per factor, the linear probe's test accuracy: trained on the first ``n_train`` rows, tested on the rest."""
     return [probe_accuracy(features[:n_train], factors[:n_train, k], features[n_train:], factors[n_train:, k],
                            max_iter=300)[0] for k in range(factors.shape[1])]
+
+
+def scaled_factors(factors: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """(n, K) factor indices mapped linearly onto [-1, 1] per factor (the oracle codes' units)."""
+    return 2.0 * factors / np.maximum(np.asarray(sizes, dtype=np.float64) - 1.0, 1.0) - 1.0

@@ -75,10 +75,10 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
         assert main(["train", "-b", stage3, "--run-dir", str(runs / "s3"), "-dw", "0.5"]) == 0
 
     run3 = runs / "s3"
-    metrics = (run3 / "logs" / "metrics.csv").read_text().splitlines()[0]
+    metrics_lines = (run3 / "logs" / "metrics.csv").read_text().splitlines()
     for key in ("train/loss_rec", "train/loss_dis", "train/loss"):
-        assert key in metrics
-    rows = list(csv.DictReader((run3 / "logs" / "metrics.csv").read_text().splitlines()))
+        assert key in metrics_lines[0]
+    rows = list(csv.DictReader(metrics_lines))
     dis = [float(v) for row in rows for k, v in row.items() if k.startswith("train/loss_dis") and v]
     assert dis and max(dis) > 0  # the disentangling path ran
     ckpt = torch.load(run3 / "checkpoints" / "last.ckpt", weights_only=True)
