@@ -64,3 +64,31 @@ def traverse_figure(model: Any, dataset: Any, index: int, codes: np.ndarray, val
     grid = traverse(model.module, z, directions, std, list(values), steps, eta, seed, progress=progress)
     rows = [torch.cat([image.to(grid), grid[k]]) for k in range(grid.shape[0])]
     return make_grid(torch.cat(rows), ncol=len(values) + 1)
+
+
+@torch.no_grad()
+def training_grids(module: Any, x: torch.Tensor, steps: int, eta: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The image logger's grids for a stage-3 ``DisDiffModule`` (EMA shift decoder, eval mode).
+
+    ``inputs`` (``x``), ``reconstruction`` (first-stage round trip), ``samples`` (DDIM conditioned
+    on each input's own representation), ``samples_swapping`` (row k: unit k of every input
+    replaced by input 0's) and ``samples_swapping_partial`` (row k: only ``G_k`` of input 0's unit k
+    added). One x_T per column, shared by every row. The module's train/eval mode is restored.
+    """
+    from disdiff.inference import generate, swap_grid
+
+    x = x.to(module.scale_factor.device)
+    was_training = module.training
+    module.eval()
+    try:
+        z = module.encode_representation(x)
+        out = {"inputs": x, "reconstruction": module.decode_latents(module.encode_images(x), quantize=True)}
+        with module.ema_scope():
+            out["samples"] = generate(module, z, steps=steps, eta=eta, seed=seed)
+            full = swap_grid(module, z, z[0], steps=steps, eta=eta, seed=seed, partial=False)
+            part = swap_grid(module, z, z[0], steps=steps, eta=eta, seed=seed, partial=True)
+        out["samples_swapping"] = full.flatten(0, 1)
+        out["samples_swapping_partial"] = part.flatten(0, 1)
+    finally:
+        module.train(was_training)
+    return out

@@ -30,26 +30,18 @@ without the stage-2 checkpoint file.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from disdiff.config import ConfigError, instantiate_from_config
+from disdiff.config import ConfigError
 from disdiff.diffusion.ema import EMA
 from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.diffusion.timesteps import sample_timesteps
-from disdiff.models.disentangling_loss import (
-    DIS_LOSS_TYPES,
-    REENCODER_BN_MODES,
-    FrozenReencoder,
-    disentangling_loss,
-    sample_concepts,
-)
+from disdiff.models.disentangling_loss import FrozenReencoder, disentangling_loss, sample_concepts
 from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import ImageEncoder, split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
@@ -59,6 +51,9 @@ from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
+from disdiff.training.stage3_parts import (
+    build_image_encoder, check_stage3_options, load_frozen_stages, plain, resolve_ldm_checkpoint,
+)
 from disdiff.training.unit_penalties import LOGGED_TERMS, unit_penalty_terms
 from disdiff.training.unit_reset import UnitReset
 from disdiff.utils.random import draw
@@ -66,40 +61,6 @@ from disdiff.utils.random import draw
 log = logging.getLogger(__name__)
 
 __all__ = ["DisDiffModule", "resolve_ldm_checkpoint"]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, DictConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
-    """A stage-2 checkpoint file, or a stage-2 run directory (→ ``checkpoints/last.ckpt``)."""
-    if path is None or str(path) in ("", "???", "None"):
-        raise ConfigError("model.params.ldm_ckpt is not set: give the stage-2 (LDM) run directory or checkpoint")
-    p = Path(str(path))
-    if p.is_dir():
-        candidate = p / "checkpoints" / "last.ckpt"
-        if not candidate.is_file():
-            raise ConfigError(f"stage-2 run directory {str(p)!r} has no checkpoints/last.ckpt")
-        return candidate
-    if not p.is_file():
-        raise ConfigError(f"stage-2 (LDM) checkpoint {str(p)!r} not found")
-    return p
-
-
-def _first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    """(image resolution, image channels) recorded in a first-stage config, if any."""
-    params = first_stage_config.get("params", {}) or {}
-    dd = params.get("ddconfig", {}) or {}
-    res = dd.get("resolution")
-    ch = dd.get("in_channels")
-    return (int(res) if res is not None else None, int(ch) if ch is not None else None)
 
 
 class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
@@ -191,17 +152,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(str(exc)) from None
         if autocast_bf16_dis_path is not False and autocast_bf16 is False:
             raise ConfigError(f"autocast_bf16_dis_path: {autocast_bf16_dis_path} needs autocast_bf16: true or auto")
-        encoder_config = _plain(encoder_config) if encoder_config is not None else {}
-        stage2 = _plain(stage2) if stage2 is not None else None
+        encoder_config = plain(encoder_config) if encoder_config is not None else {}
+        stage2 = plain(stage2) if stage2 is not None else None
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
-        if dis_loss_type not in DIS_LOSS_TYPES:
-            raise ConfigError(f"dis_loss_type must be one of {DIS_LOSS_TYPES}, got {dis_loss_type!r}")
-        if reencoder_bn_mode not in REENCODER_BN_MODES:
-            raise ConfigError(f"reencoder_bn_mode must be one of {REENCODER_BN_MODES}, got {reencoder_bn_mode!r}")
-        if loss_type not in ("l1", "l2"):
-            raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
-        if float(dis_weight) < 0:
-            raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
         self.deviations = Deviations.checked(
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
             train_reencoder=train_reencoder,
@@ -211,43 +164,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
             unit_dependence_weight=unit_dependence_weight, unit_tc_weight=unit_tc_weight,
             unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset)
-        if self.deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
-            raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
-        if self.deviations.code_kl_weight > 0 and "target" in (encoder_config or {}):
-            raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
-        if int(num_units) < 1 or int(unit_dim) < 1:
-            raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
-        for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
-            if getattr(self.deviations, name) > 0 and int(num_units) < 2:
-                raise ConfigError(f"{name} > 0 needs num_units >= 2 (it scores pairs of units), got {num_units}")
+        check_stage3_options(self.deviations, dis_loss_type=dis_loss_type, reencoder_bn_mode=reencoder_bn_mode,
+                             loss_type=loss_type, dis_weight=dis_weight, num_units=num_units, unit_dim=unit_dim,
+                             custom_encoder="target" in encoder_config)
         self.save_hyperparameters()
 
         # -- frozen stages 1 and 2 ---------------------------------------------------------------
-        if stage2 is None:
-            from disdiff.training.ldm_module import load_pretrained_ldm
-
-            ckpt_path = resolve_ldm_checkpoint(ldm_ckpt)
-            loaded = load_pretrained_ldm(ckpt_path, use_ema=bool(use_ema_unet))
-            unet, first_stage = loaded["unet"], loaded["first_stage"]
-            stage2 = {
-                "source": str(ckpt_path),
-                "use_ema": bool(use_ema_unet),
-                "global_step": int(loaded.get("global_step", 0)),
-                "scale_factor": float(loaded["scale_factor"]),
-                "unet_config": _plain(loaded["unet_config"]),
-                "first_stage_config": _plain(loaded["first_stage_config"]),
-                "schedule_config": _plain(loaded.get("schedule_config", {}) or {}),
-            }
-            self.hparams["stage2"] = stage2
-            log.info("DisDiff: stage 2 loaded from %s (%s UNet weights, scale_factor %.6g)", ckpt_path,
-                     "EMA" if use_ema_unet else "raw", stage2["scale_factor"])
-        else:
-            # Rebuilding a trained DisDiff: architecture from the recorded configs, weights from
-            # the stage-3 state dict that is loaded next.
-            from disdiff.models.autoencoder import freeze_first_stage
-
-            unet = instantiate_from_config(stage2["unet_config"])
-            first_stage = freeze_first_stage(instantiate_from_config(stage2["first_stage_config"]))
+        unet, first_stage, stage2 = load_frozen_stages(ldm_ckpt, bool(use_ema_unet), stage2)
+        self.hparams["stage2"] = stage2
         self.first_stage = first_stage
         self.schedule = DiffusionSchedule(**(stage2.get("schedule_config") or {}))
         focus = self.deviations.timestep_focus
@@ -266,7 +190,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             unit_pass=unit_pass,
         )
         try:
-            self.encoder = self._build_encoder(encoder_config, stage2["first_stage_config"])
+            self.encoder = build_image_encoder(encoder_config, stage2["first_stage_config"], self.num_units,
+                                               self.unit_dim, stochastic=self.deviations.code_kl_weight > 0)
         except ConfigError as exc:
             if not stage2.get("source"):
                 raise
@@ -301,29 +226,6 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         fs_ch = getattr(first_stage, "latent_channels", None)
         if fs_ch is not None and int(fs_ch) != unet_in:
             raise ConfigError(f"stage-2 UNet in_channels={unet_in} does not match the first stage's latents ({fs_ch})")
-
-    def _build_encoder(self, encoder_config: dict, first_stage_config: Mapping[str, Any]) -> nn.Module:
-        res, ch = _first_stage_geometry(first_stage_config)
-        if "target" in encoder_config:
-            return instantiate_from_config(encoder_config)
-        kwargs = dict(encoder_config)
-        for key in ("num_units", "unit_dim"):
-            if key in kwargs and int(kwargs.pop(key)) != getattr(self, key):
-                raise ConfigError(f"encoder_config.{key} differs from model.params.{key}; set it once, in model.params")
-        if res is not None:
-            given = kwargs.setdefault("resolution", res)
-            if int(given) != res:
-                raise ConfigError(f"encoder_config.resolution={given} but the first stage works on {res}x{res} images")
-        if ch is not None:
-            given = kwargs.setdefault("in_channels", ch)
-            if int(given) != ch:
-                raise ConfigError(f"encoder_config.in_channels={given} but the first stage's images have {ch} channels")
-        if self.deviations.code_kl_weight > 0:
-            kwargs["stochastic"] = True
-        try:
-            return ImageEncoder(num_units=self.num_units, unit_dim=self.unit_dim, **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"cannot build the image encoder from encoder_config {encoder_config}: {exc}") from exc
 
     # -- parameters and modes -------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
@@ -566,22 +468,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         replaced by input 0's) and ``samples_swapping_partial`` (row k: only ``G_k`` of input 0's
         unit k added). One x_T per column, shared by every row.
         """
-        from disdiff.inference import generate, swap_grid
+        from disdiff.inference.figures import training_grids
 
         steps = self.log_ddim_steps if ddim_steps is None else int(ddim_steps)
         eta = self.log_ddim_eta if eta is None else float(eta)
-        x = self.get_input(batch)[:max_images].to(self.scale_factor.device)
-        was_training = self.training
-        self.eval()
-        try:
-            z = self.encode_representation(x)
-            out = {"inputs": x, "reconstruction": self.decode_latents(self.encode_images(x), quantize=True)}
-            with self.ema_scope():
-                out["samples"] = generate(self, z, steps=steps, eta=eta, seed=seed)
-                full = swap_grid(self, z, z[0], steps=steps, eta=eta, seed=seed, partial=False)
-                part = swap_grid(self, z, z[0], steps=steps, eta=eta, seed=seed, partial=True)
-            out["samples_swapping"] = full.flatten(0, 1)
-            out["samples_swapping_partial"] = part.flatten(0, 1)
-        finally:
-            self.train(was_training)
-        return out
+        return training_grids(self, self.get_input(batch)[:max_images], steps=steps, eta=eta, seed=seed)
