@@ -13,8 +13,11 @@ how delta_k depends on the factors says what L_r is pulling unit k towards:
   across units and factors), in units of 1e-4.
 
 Also printed per unit: which factor the unit currently holds (largest variance explained of z^k).
+With ``--dis-weights``, per unit c: the disentangling loss's mean sample weight w_b and
+cross-entropies when every sample's sampled unit is c (t uniform; the loss at its full weight,
+whatever the ramp), i.e. how much that loss can ask of unit c at all (w_b is proportional to G_c^2).
 
-    python experiments/unit_gradient.py CKPT [CKPT ...] [--n 2048] [--draws 4]
+    python experiments/unit_gradient.py CKPT [CKPT ...] [--n 2048] [--draws 4] [--dis-weights]
 """
 from __future__ import annotations
 
@@ -62,6 +65,19 @@ def unit_gradients(model, x: torch.Tensor, draws: int, chunk: int, seed: int) ->
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def dis_weights_per_unit(model, x: torch.Tensor, seed: int) -> list[tuple[float, float, float]]:
+    """Per unit c: (mean w_b, mean CE_va, mean CE_in) with c the sampled unit of every sample."""
+    model.current_dis_weight = lambda: model.dis_weight  # the full weight, past any ramp
+    rows = []
+    for c in range(model.num_units):
+        generator = torch.Generator().manual_seed(seed)
+        concept = torch.full((x.shape[0],), c, dtype=torch.long)
+        dis = model.compute_losses(x, concept=concept, generator=generator)["dis"]
+        rows.append((dis.weight.mean().item(), dis.ce_variant.mean().item(), dis.ce_invariant.mean().item()))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+")
@@ -69,6 +85,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dis-weights", action="store_true", help="also the disentangling loss's weight per unit")
     args = parser.parse_args()
     data, factors, x = random_sample(args.n, seed=args.seed)
     names = [name[:5] for name in data.factor_names]
@@ -89,6 +106,9 @@ def main() -> None:
             print(f"{k:>4}  {names[top]:>5} {held[k, top]:.2f} {np.abs(code[:, k]).mean():6.2f}"
                   f" |{'':31}" + " ".join(f"{s[0]:6.3f}" for s in stats)
                   + " |" + "".join(f"{1e4 * s[1]:7.2f}" for s in stats) + f" | {floor:.3f}")
+        if args.dis_weights:
+            for k, (w, ce_va, ce_in) in enumerate(dis_weights_per_unit(model, x[:512], args.seed)):
+                print(f"  dis loss with unit {k} sampled: mean w_b {w:.2e}  CE_va {ce_va:.3f}  CE_in {ce_in:.3f}")
 
 
 if __name__ == "__main__":
