@@ -461,13 +461,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     def log_images(
         self, batch: Any, max_images: int = 8, ddim_steps: int | None = None, eta: float | None = None, seed: int = 0
     ) -> dict[str, torch.Tensor]:
-        """Grids for the image logger (EMA shift decoder, encoder in eval mode).
-
-        ``inputs``, ``reconstruction`` (first-stage round trip), ``samples`` (DDIM conditioned on
-        each input's own representation), ``samples_swapping`` (row k: unit k of every input
-        replaced by input 0's) and ``samples_swapping_partial`` (row k: only ``G_k`` of input 0's
-        unit k added). One x_T per column, shared by every row.
-        """
+        """Grids for the image logger: :func:`disdiff.inference.figures.training_grids` of the batch's first images."""
         from disdiff.inference.figures import training_grids
 
         steps = self.log_ddim_steps if ddim_steps is None else int(ddim_steps)
