@@ -9,8 +9,10 @@ from disdiff.models.disentangling_loss import (
     FrozenReencoder,
     dis_loss_from_codes,
     disentangling_loss,
+    floored_weights,
     sample_concepts,
     sample_weights,
+    unit_sample_weights,
 )
 from disdiff.models.image_encoder import ImageEncoder
 
@@ -200,3 +202,42 @@ def test_flat_in_t_weight_is_the_z_weight_without_its_schedule_factor():
     assert torch.allclose(flat.loss, flat.weight * 0.05 * (flat.ce_variant + flat.ce_invariant))
     with pytest.raises(ValueError, match="flat_in_t"):
         disentangling_loss(**{**kwargs, "loss_type": "IM"}, flat_in_t=True)
+
+
+def test_weight_floor_lifts_weak_units_to_a_fraction_of_the_strongest_field_of_the_sample():
+    sched, x_t, t, pred, z, decode, reencode = _setup()
+    B, N = x_t.shape[0], z.shape[1]
+    gen = torch.Generator().manual_seed(7)
+    fields = 0.1 * torch.randn((B, N, *x_t.shape[1:]), generator=gen)
+    fields[:, 1] *= 1e-3  # unit 1's field has (almost) died
+    concept = torch.tensor([1, 0, 1, 2])
+    sub_grad = fields[torch.arange(B), concept]
+    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
+                  decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+    plain = disentangling_loss(**kwargs)
+    # each unit's weight, had it been drawn, is the published formula with its own field
+    per_unit = unit_sample_weights(sched, t, fields)
+    for b in range(B):
+        w_k = [disentangling_loss(**{**kwargs, "sub_grad": fields[:, k], "concept": torch.full((B,), k)}).weight[b]
+               for k in range(N)]
+        assert torch.allclose(per_unit[b], torch.stack(w_k), rtol=2e-3, atol=1e-12)  # float32 x0 differences
+    floored = disentangling_loss(weight_floor=0.5, all_fields=fields, **kwargs)
+    expected = torch.maximum(plain.weight, 0.5 * per_unit.amax(dim=1))
+    assert torch.allclose(floored.weight, expected, rtol=1e-5)
+    # the dead unit's samples (0 and 2) are lifted to half the sample's strongest weight ...
+    assert torch.all(floored.weight[[0, 2]] > 100 * plain.weight[[0, 2]])
+    # ... a live unit's sample keeps its published weight when it is already above the floor
+    live = [b for b in (1, 3) if plain.weight[b] >= 0.5 * per_unit[b].max()]
+    assert torch.equal(floored.weight[live], plain.weight[live])
+    # only the weight changes
+    assert torch.equal(floored.ce_variant, plain.ce_variant)
+    assert torch.allclose(floored.loss, floored.weight * 0.05 * (floored.ce_variant + floored.ce_invariant))
+    # floor 0 is the published weight; G = 0 everywhere still gives exactly 0
+    assert torch.equal(floored_weights(plain.weight, per_unit, 0.0), plain.weight)
+    zero = disentangling_loss(**{**kwargs, "sub_grad": torch.zeros_like(x_t)}, weight_floor=1.0,
+                              all_fields=torch.zeros_like(fields))
+    assert torch.all(zero.loss == 0)
+    with pytest.raises(ValueError, match="weight_floor"):
+        disentangling_loss(**{**kwargs, "loss_type": "IM"}, weight_floor=0.5, all_fields=fields)
+    with pytest.raises(ValueError, match="floor"):
+        floored_weights(plain.weight, per_unit, 1.5)

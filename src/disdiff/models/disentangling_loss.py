@@ -23,6 +23,13 @@ weight equals ``(1 − ᾱ_t)²/ᾱ_t · mean_chw G_{c_b}²`` (``z̃0 − z̃0^c
 that schedule factor (from ~1e-5 at t = 0 to ~7e3 at t = 999 for the linear schedule) decides which
 timesteps the loss acts at; without it every t counts by the size of its field alone.
 
+Opt-in deviation (``weight_floor = ρ > 0``, "Z" only): ``w_b ← max(w_b, ρ · max_k w_{b,k})``, where
+``w_{b,k}`` is the weight sample b would have if unit k had been drawn (the same formula with
+``G_k``; computed from all N fields, which the caller already has). The published weight is
+``∝ G_{c_b}²``, so a unit whose field has died gets almost no weight (EXPERIMENTS, D16: 50-80x less
+than a live unit's) and the loss never asks it for an effect of its own; the floor weighs it like
+the strongest field of the same sample and t, keeping the published schedule over t.
+
 ``G = 0`` (the shift decoder's zero-initialised output layer) gives ``w = 0`` and therefore a loss
 of exactly 0 at initialisation.
 
@@ -52,6 +59,8 @@ __all__ = [
     "FrozenReencoder",
     "sample_weights",
     "normalized_weights",
+    "unit_sample_weights",
+    "floored_weights",
     "dis_loss_from_codes",
     "DisLossOutput",
     "disentangling_loss",
@@ -126,6 +135,29 @@ def normalized_weights(weight: torch.Tensor, eps: float = 1e-20) -> torch.Tensor
     return weight / weight.mean().clamp_min(eps)
 
 
+def unit_sample_weights(
+    schedule: DiffusionSchedule, t: torch.Tensor, fields: torch.Tensor, flat_in_t: bool = False
+) -> torch.Tensor:
+    """``w_{b,k}``, the "Z" weight sample b would get with unit k drawn: ``(B, N)``, no gradient.
+
+    ``fields`` is ``(B, N, C, H, W)``. Since ``z̃0 − z̃0^k = −√(1/ᾱ_t − 1)·ddim_coef_t·G_k``,
+    ``w_{b,k} = (√(1/ᾱ_t − 1)·ddim_coef_t)² · mean_chw G_{b,k}²`` (the factor is 1 with ``flat_in_t``).
+    """
+    energy = fields.detach().pow(2).flatten(2).mean(dim=2)
+    if flat_in_t:
+        return energy
+    factor = (extract(schedule.sqrt_recipm1_alphas_cumprod, t, (t.shape[0],))
+              * extract(schedule.ddim_coef, t, (t.shape[0],))).to(energy)
+    return factor.pow(2).unsqueeze(1) * energy
+
+
+def floored_weights(weight: torch.Tensor, unit_weights: torch.Tensor, floor: float) -> torch.Tensor:
+    """``max(w_b, floor · max_k w_{b,k})`` per sample (detached): ``(B,)``."""
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"weight floor must be in [0, 1], got {floor}")
+    return torch.maximum(weight.detach(), floor * unit_weights.detach().amax(dim=1).to(weight))
+
+
 def dis_loss_from_codes(
     z: torch.Tensor,
     z_hat: torch.Tensor,
@@ -183,17 +215,22 @@ def disentangling_loss(
     normalize_weight: bool = False,
     flat_in_t: bool = False,
     logit_scale: float = 1.0,
+    weight_floor: float = 0.0,
+    all_fields: torch.Tensor | None = None,
 ) -> DisLossOutput:
     """Spec 4.6 step 7.
 
     ``x_t``, ``pred`` and ``sub_grad`` (= ``G_{c_b}`` per sample) are ``(B, C, H, W)`` latents in
     the diffusion (scaled) space; ``z`` is ``(B, N, d)``; ``decode`` maps diffusion-space latents
     to images without VQ quantisation (the caller divides by the scale factor); ``reencode`` maps
-    images to codes ``(B, N·d)`` or ``(B, N, d)``.
+    images to codes ``(B, N·d)`` or ``(B, N, d)``. ``all_fields`` ``(B, N, C, H, W)`` (every unit's
+    ``G_k``) is needed only with ``weight_floor > 0``.
     """
     check_dis_loss_type(loss_type)
     if flat_in_t and loss_type != "Z":
         raise ValueError(f"flat_in_t needs the 'Z' weight, got dis_loss_type {loss_type!r}")
+    if weight_floor > 0 and (loss_type != "Z" or all_fields is None):
+        raise ValueError("weight_floor needs the 'Z' weight and all_fields (every unit's G_k)")
     num_units = z.shape[1]
     pred = pred.detach()
     with torch.no_grad():
@@ -209,6 +246,8 @@ def disentangling_loss(
         weight = sub_grad.detach().pow(2).flatten(1).mean(dim=1)
     else:
         weight = sample_weights(loss_type, x0, x0_c, images, images_c)
+    if weight_floor > 0:
+        weight = floored_weights(weight, unit_sample_weights(schedule, t, all_fields, flat_in_t), weight_floor)
     if normalize_weight:
         weight = normalized_weights(weight)
     loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight, logit_scale)

@@ -12,6 +12,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   schedule factor. That factor spans six orders of magnitude over t and puts ~99% of the published
   weight on t > 700, where the x0 prediction shows the hues but not the object's geometry (E36).
   Only for ``dis_loss_type: Z``; ``dis_weight`` sets the scale.
+* ``dis_weight_floor`` (0: the published weight): ``ρ`` in [0, 1]; a sample's disentangling weight
+  is raised to at least ``ρ`` times the weight its strongest unit's field would give on the same
+  sample and t (:func:`disdiff.models.disentangling_loss.floored_weights`), so a unit whose field
+  has died is still asked for an identifiable effect (D16, E82). Only for ``dis_loss_type: Z``.
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
@@ -103,6 +107,7 @@ class Deviations:
 
     dis_weight_normalize: bool = False
     dis_weight_flat_in_t: bool = False
+    dis_weight_floor: float = 0.0
     train_reencoder: bool = False
     encoder_lr_multiplier: float = 1.0
     dis_logit_scale: float = 1.0
@@ -131,6 +136,8 @@ class Deviations:
         for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
             if float(v[name]) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {v[name]}")
+        if not 0.0 <= float(v["dis_weight_floor"]) <= 1.0:
+            raise ConfigError(f"dis_weight_floor must be in [0, 1], got {v['dis_weight_floor']}")
         if float(v["code_kl_weight"]) < 0:
             raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
@@ -158,6 +165,7 @@ class Deviations:
         return cls(
             dis_weight_normalize=bool(v["dis_weight_normalize"]),
             dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
+            dis_weight_floor=float(v["dis_weight_floor"]),
             train_reencoder=bool(v["train_reencoder"]),
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),
             dis_logit_scale=float(v["dis_logit_scale"]),

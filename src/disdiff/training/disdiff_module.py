@@ -90,8 +90,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
     (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
-    Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``train_reencoder``,
-    ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
+    Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
+    ``train_reencoder``, ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
     ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
     ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``,
     ``unit_reset``) are ``model.params`` keys whose defaults are the published behaviour; they are checked
@@ -127,6 +127,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         autocast_bf16_dis_path: bool | str = False,
         dis_weight_normalize: bool = False,
         dis_weight_flat_in_t: bool = False,
+        dis_weight_floor: float = 0.0,
         encoder_lr_multiplier: float = 1.0,
         train_reencoder: bool = False,
         dis_weight_ramp: Sequence[int] | None = None,
@@ -157,7 +158,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
         self.deviations = Deviations.checked(
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
-            train_reencoder=train_reencoder,
+            dis_weight_floor=dis_weight_floor, train_reencoder=train_reencoder,
             encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
@@ -354,6 +355,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
                 normalize_weight=self.deviations.dis_weight_normalize,
                 flat_in_t=self.deviations.dis_weight_flat_in_t, logit_scale=self.deviations.dis_logit_scale,
+                weight_floor=self.deviations.dis_weight_floor, all_fields=fields,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis

@@ -135,6 +135,8 @@ def check_stage3_options(deviations: Deviations, *, dis_loss_type: str, reencode
         raise ConfigError(f"loss_type must be 'l1' or 'l2', got {loss_type!r}")
     if float(dis_weight) < 0:
         raise ConfigError(f"dis_weight must be >= 0, got {dis_weight}")
+    if deviations.dis_weight_floor > 0 and dis_loss_type != "Z":
+        raise ConfigError(f"dis_weight_floor needs dis_loss_type: Z, got {dis_loss_type!r}")
     if deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
         raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
     if deviations.code_kl_weight > 0 and custom_encoder:
