@@ -55,10 +55,25 @@ def test_packaged_folder_from_the_environment(tmp_path, packaged, monkeypatch):
 
 
 def test_budget_goes_to_the_stages_that_train(tmp_path):
-    settings = QuickstartSettings(out=tmp_path, minutes=40.0, overhead_fraction=0.25)
+    settings = QuickstartSettings(out=tmp_path, minutes=40.0, overhead_fraction=0.25, overhead_minutes_max=10.0)
     assert settings.stage_minutes(("disdiff",)) == {"disdiff": pytest.approx(30.0)}
     assert settings.stage_minutes() == {"autoencoder": pytest.approx(6.0), "ldm": pytest.approx(9.0),
                                         "disdiff": pytest.approx(15.0)}
+
+
+def test_overhead_and_stage_tail_are_a_fraction_of_the_budget_up_to_a_cap(tmp_path):
+    short = QuickstartSettings(out=tmp_path, minutes=12.0)  # 25 % of 12 = 3 minutes, under the 5-minute cap
+    assert short.overhead_minutes() == pytest.approx(3.0) and short.training_minutes() == pytest.approx(9.0)
+    default = QuickstartSettings(out=tmp_path)  # 30 minutes: 7.5 capped to 5, so 25 minutes train
+    assert default.overhead_minutes() == pytest.approx(5.0) and default.training_minutes() == pytest.approx(25.0)
+    long = QuickstartSettings(out=tmp_path, minutes=120.0)
+    assert long.training_minutes() == pytest.approx(115.0)
+    assert long.stage_minutes(("disdiff",)) == {"disdiff": pytest.approx(115.0)}
+    # the tail: 5 % of a stage's minutes, at most one minute
+    assert default.stage_tail_minutes(10.0) == pytest.approx(0.5)
+    assert long.stage_tail_minutes(115.0) == pytest.approx(1.0)
+    uncapped = QuickstartSettings(out=tmp_path, minutes=120.0, overhead_minutes_max=float("inf"))
+    assert uncapped.training_minutes() == pytest.approx(90.0)
 
 
 # ------------------------------------------------------------------------------ metric curve

@@ -6,9 +6,10 @@
 Default: the built-in shapes3d-synth at 32x32. Where the package ships stage-1 and stage-2
 checkpoints for it (``disdiff/pretrained/shapes3d-synth-32/``), stage 3 starts from them and gets
 the whole training budget; ``--from-scratch`` trains all three stages (budget shared 20/30/50 %).
-Any other dataset or resolution trains all three stages. 25 % of the budget is set aside for
-exporting the representations, the metrics (the final stage-3 checkpoint at the published
-settings, a few earlier ones with fewer DCI points for the metric curve), the figures and the report.
+Any other dataset or resolution trains all three stages. 25 % of the budget, at most 5 minutes, is
+set aside for exporting the representations, the metrics (the final stage-3 checkpoint at the
+published settings, a few earlier ones with fewer DCI points for the metric curve), the figures and
+the report; the curve leaves points out if that time runs short.
 
 ``--dataset`` takes any ground-truth dataset the loaders know: a name (shapes3d-synth, shapes3d,
 mpi3d, cars3d, dsprites, celeba; the real ones from --data-dir or $DISDIFF_DATA) or a path,

@@ -118,7 +118,7 @@ class Quickstart:
         trained = self.plan.trained if self.plan is not None else STAGES
         shares = self.settings.stage_minutes(trained)
         later = sum(shares[s] for s in trained[trained.index(stage) + 1:])
-        reserve = self.settings.minutes * self.settings.overhead_fraction
+        reserve = self.settings.overhead_minutes()
         available = self.clock.seconds_left() / 60.0 - later - reserve
         return max(min(shares[stage], available), 0.1 * shares[stage])
 
@@ -178,7 +178,7 @@ class Quickstart:
         resume = resume if resume.is_file() else None
         config = self.stage_config(stage)
         minutes = self.stage_budget_minutes(stage)
-        training_seconds = round(minutes * 60 * (1.0 - self.settings.stage_tail_fraction))
+        training_seconds = round((minutes - self.settings.stage_tail_minutes(minutes)) * 60)
         line.update(f"{'resuming from ' + resume.name if resume else 'starting'}, "
                     f"{format_minutes(training_seconds)} of training")
         callbacks: list = [StageProgress(line)]

@@ -127,8 +127,8 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
     overhead = sum(summary.timings.get(name, 0.0) for name in OVERHEAD_STEPS)
     report.paragraph(
         f"Export, evaluation (metric curve included), figures and report took {format_minutes(overhead)} in this "
-        f"invocation; the budget set {format_minutes(s.minutes * 60 * s.overhead_fraction)} aside for them "
-        f"(overhead_fraction {s.overhead_fraction:g}).")
+        f"invocation; the budget set {format_minutes(s.overhead_minutes() * 60)} aside for them "
+        f"(overhead_fraction {s.overhead_fraction:g}, at most {s.overhead_minutes_max:g} minutes).")
     _stage3_recipe(report, layout)
     for stage in plan.trained:
         keys, title = LOSS_PLOTS[stage]

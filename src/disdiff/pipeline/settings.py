@@ -41,15 +41,20 @@ class QuickstartSettings:
     #: Folder of packaged stage-1/2 checkpoints; None: $DISDIFF_PRETRAINED_DIR, else the package's own.
     pretrained_dir: Path | None = None
     # Shares of the training budget when all three stages train; what is left after
-    # ``overhead_fraction`` is split this way. With packaged stages 1-2, stage 3 gets all of it.
+    # the overhead (``overhead_minutes()``) is split this way. With packaged stages 1-2, stage 3 gets all of it.
     shares: tuple[float, float, float] = (0.2, 0.3, 0.5)
-    #: Export, evaluation (the metric curve included), figures and report, as a fraction of the budget:
-    #: about 7.5 minutes of 30 on 2 cores (60 s export + 57 s metrics for the final checkpoint,
-    #: ~75 s per intermediate curve point, ~1 min of figures).
+    #: Export, evaluation (the metric curve included), figures and report: this fraction of the
+    #: budget, at most ``overhead_minutes_max``. What they take hardly grows with the budget: on 2
+    #: idle cores 1m22s for the final checkpoint (export, metrics, figures) and ~42 s per earlier
+    #: curve point, 3m30s in all (30-minute quickstarts of 2026-12-01); 7m51s on one shared thread
+    #: (the 120-minute run of 2026-12-04). The curve leaves points out when time runs short.
     overhead_fraction: float = 0.25
+    overhead_minutes_max: float = 5.0
     # Part of each stage's share left for what runs after its training time is up (the last
-    # validation, checkpoint and image grids): 31 s of a 12.75-minute stage-3 share in a 30-minute run.
+    # validation, checkpoint and image grids; 31 s after a 12.75-minute stage-3 share), at most
+    # ``stage_tail_minutes_max``.
     stage_tail_fraction: float = 0.05
+    stage_tail_minutes_max: float = 1.0
     #: Stage-3 checkpoints evaluated for the metric curve, the final one included (1: final only).
     curve_points: int = 4
     curve_settings: list[str] = field(default_factory=lambda: list(CURVE_SETTINGS))
@@ -60,8 +65,16 @@ class QuickstartSettings:
     #: gets one line per stage, rewritten in place).
     line_interval: float = 30.0
 
+    def overhead_minutes(self) -> float:
+        """Minutes set aside for export, evaluation, figures and report."""
+        return min(self.minutes * self.overhead_fraction, self.overhead_minutes_max)
+
     def training_minutes(self) -> float:
-        return self.minutes * (1.0 - self.overhead_fraction)
+        return self.minutes - self.overhead_minutes()
+
+    def stage_tail_minutes(self, stage_minutes: float) -> float:
+        """Minutes of a stage's budget left for its last validation, checkpoint and grids."""
+        return min(stage_minutes * self.stage_tail_fraction, self.stage_tail_minutes_max)
 
     def stage_minutes(self, stages: tuple[str, ...] = STAGES) -> dict[str, float]:
         """Training minutes of each stage that trains: the budget's shares, renormalised over ``stages``."""
