@@ -26,14 +26,7 @@ from sklearn.linear_model import Ridge
 from synth_sample import encode_in_chunks, random_sample
 
 from disdiff.api import DisDiff
-
-
-def eta2(values: np.ndarray, labels: np.ndarray) -> float:
-    """Share of the variance of ``values`` explained by the level means of ``labels``."""
-    total = values.var()
-    means = {level: values[labels == level].mean() for level in np.unique(labels)}
-    between = np.mean([(means[level] - values.mean()) ** 2 for level in labels])
-    return float(between / total) if total > 0 else 0.0
+from disdiff.metrics.probe import variance_explained
 
 
 def main() -> None:
@@ -75,11 +68,11 @@ def main() -> None:
         scale = target_std / pred.std()
         new_w = ridge.coef_ * scale
         new_b = codes[:, unit].mean() - (feats @ new_w).mean()
-        before = [eta2(codes[:, unit], factors[:, k]) for k in range(len(names))]
+        before = variance_explained(codes[:, unit, None, None], factors)[0]
         weight[unit] = torch.from_numpy(new_w).to(weight)
         bias[unit] = float(new_b)
         after_values = feats @ new_w + new_b
-        after = [eta2(after_values, factors[:, k]) for k in range(len(names))]
+        after = variance_explained(after_values[:, None, None], factors)[0]
         print(f"unit {unit} <- {factor}: ridge R2 (held out) {r2:.3f}, std {target_std:.3f}")
         print("  eta2 before: " + " ".join(f"{n[:5]} {v:.3f}" for n, v in zip(names, before)))
         print("  eta2 after:  " + " ".join(f"{n[:5]} {v:.3f}" for n, v in zip(names, after)))
