@@ -174,6 +174,52 @@ def test_train_command_bar_shows_the_steps_it_will_run(tmp_path, monkeypatch, ca
     assert "3/3 [" in bar and "/31 [" not in bar and "/6 [" not in bar
 
 
+def test_bar_resumed_mid_epoch_counts_from_the_restored_batch(tmp_path):
+    # Lightning does not call on_train_epoch_start when it resumes mid-epoch; the bar must still
+    # start at the restored batch, or tqdm divides all the restored batches by the first second
+    # (a resumed 0.5 s/step run showed "84 it/s").
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from disdiff.training.progress import BudgetProgressBar
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            bar = next(cb for cb in trainer.callbacks if isinstance(cb, BudgetProgressBar)).train_progress_bar
+            seen.append((trainer.global_step, bar.n, bar.initial, bar.desc))
+
+    data = DataLoader(TensorDataset(torch.randn(80, 2)), batch_size=4)  # 20 batches per epoch
+
+    def fit(max_steps, ckpt_path=None):
+        checkpoints = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
+        trainer = pl.Trainer(max_steps=max_steps, callbacks=[BudgetProgressBar(), Spy(), checkpoints], logger=False,
+                             accelerator="cpu", enable_model_summary=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(Tiny(), data, ckpt_path=ckpt_path)
+
+    fit(6)
+    seen.clear()
+    fit(10, str(next(tmp_path.glob("*step=6.ckpt"))))
+    step, n, initial, desc = seen[0]
+    assert (step, n, initial) == (7, 7, 6) and desc.startswith("Epoch 0")
+    assert seen[-1][:3] == (10, 10, 6)
+
+
 def test_budget_checkpoints_fall_at_fractions_of_the_time_budget(tmp_path):
     from lightning.pytorch.callbacks import Timer
 

@@ -41,6 +41,10 @@ class BudgetProgressBar(TQDMProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._start = None
+        if trainer.fit_loop.epoch_loop.batch_progress.current.ready > 0:
+            # Resumed mid-epoch: Lightning does not call on_train_epoch_start again, so without this
+            # the bar would count from 0 and show the restored batches as done in the first second.
+            self._begin_epoch(trainer)
 
     def _rates(self, trainer: pl.Trainer) -> tuple[float | None, float]:
         """(seconds per batch, optimizer steps per batch) measured since this fit's first batch."""
@@ -66,6 +70,10 @@ class BudgetProgressBar(TQDMProgressBar):
         # Lightning's version shows the epoch's size first; here the bar starts with the right total.
         if getattr(self, "_leave", False):
             self.train_progress_bar = self.init_train_tqdm()
+        self._begin_epoch(trainer)
+
+    def _begin_epoch(self, trainer: pl.Trainer) -> None:
+        """Restart the bar for the current epoch, counting from the batches already done in it."""
         bar = self.train_progress_bar
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # > 0 when resumed mid-epoch
         bar.reset(total=self._total(trainer, done))
