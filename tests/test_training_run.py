@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 
 from disdiff.config import ConfigError, instantiate_from_config, load_configs
 from disdiff.training.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
-from disdiff.training.run import RunDirectory, scaled_learning_rate, validate_config
+from disdiff.training.run import RunDirectory
+from disdiff.training.run_config import scaled_learning_rate, validate_config
 
 
 def _config(**extra):

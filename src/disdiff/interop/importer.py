@@ -239,7 +239,7 @@ def import_original(
     global_step = 2 * original_step if converted.stage == "autoencoder" else original_step
     lr = _original_learning_rate(original)
     if lr is None:
-        from disdiff.training.run import scaled_learning_rate
+        from disdiff.training.run_config import scaled_learning_rate
 
         data_params = converted.config.data.params
         trainer = converted.config.lightning.get("trainer") or {}
