@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from disdiff.data.solids import Solid, normalise, rot_y
+
 #: Bumped whenever the rendered pixels change, so stale caches are not reused.
 RENDERER_VERSION = 4
 
@@ -48,7 +50,6 @@ LOOK_AT = np.array([0.0, 0.75, 0.0])
 HALF_FOV = np.deg2rad(14.0)
 LIGHT = np.array([2.5, 4.8, 3.8])
 #: The solid's own yaw in the room, so a cube does not face the camera squarely at orientation 0.
-OBJECT_YAW = np.deg2rad(28.0)
 AMBIENT = 0.30
 DIFFUSE = 0.70
 SPECULAR = 0.22
@@ -80,144 +81,16 @@ def factor_values(factor_sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------- geometry
-def _rot_y(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def _normalise(v: np.ndarray) -> np.ndarray:
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
 def camera_rays(resolution: int, supersample: int) -> np.ndarray:
     """Unit ray directions (n, n, 3), n = resolution * supersample, rows top to bottom."""
     n = resolution * supersample
-    forward = _normalise(LOOK_AT - CAMERA)
-    right = _normalise(np.cross(forward, [0.0, 1.0, 0.0]))
+    forward = normalise(LOOK_AT - CAMERA)
+    right = normalise(np.cross(forward, [0.0, 1.0, 0.0]))
     up = np.cross(right, forward)
     coords = ((np.arange(n) + 0.5) / n) * 2.0 - 1.0
     u = coords[None, :, None] * np.tan(HALF_FOV)
     v = -coords[:, None, None] * np.tan(HALF_FOV)
-    return _normalise(forward + u * right + v * up)
-
-
-@dataclass(frozen=True)
-class Solid:
-    """One solid resting on the floor at the room's origin, turned by OBJECT_YAW about the vertical."""
-
-    shape: str
-    scale: float
-
-    @property
-    def size(self) -> dict[str, float]:
-        s = self.scale
-        return {
-            "cube": {"half": 0.5 * s},
-            "cylinder": {"radius": 0.5 * s, "half": 0.55 * s},
-            "sphere": {"radius": 0.6 * s},
-            "capsule": {"radius": 0.36 * s, "half": 0.46 * s},
-        }[self.shape]
-
-    @property
-    def center_height(self) -> float:
-        """Height of the local origin above the floor, so the solid rests on the floor."""
-        size = self.size
-        return size["half"] if self.shape in ("cube", "cylinder") else size["radius"]
-
-    @property
-    def bounding_radius(self) -> float:
-        size = self.size
-        radius = {"cube": lambda: np.sqrt(3.0) * size["half"],
-                  "cylinder": lambda: np.hypot(size["radius"], size["half"]),
-                  "sphere": lambda: size["radius"],
-                  "capsule": lambda: size["radius"] + size["half"]}[self.shape]()
-        return float(radius) * 1.001
-
-    def to_local(self, points: np.ndarray) -> np.ndarray:
-        center = np.array([0.0, self.center_height, 0.0])
-        return (points - center) @ _rot_y(OBJECT_YAW)  # row vectors: p @ R == R^T p
-
-    def dirs_to_local(self, dirs: np.ndarray) -> np.ndarray:
-        return dirs @ _rot_y(OBJECT_YAW)
-
-    def normal_to_room(self, normals: np.ndarray) -> np.ndarray:
-        return normals @ _rot_y(OBJECT_YAW).T
-
-    # Ray intersection in the local frame: origins o, directions d (n, 3) -> distance t (inf: miss).
-    def intersect(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return getattr(self, "_hit_" + self.shape)(o, d)
-
-    def normal(self, p: np.ndarray) -> np.ndarray:
-        """Outward unit normals at local surface points p (n, 3)."""
-        size = self.size
-        if self.shape == "cube":
-            axis = np.argmax(np.abs(p), axis=1)
-            n = np.zeros_like(p)
-            n[np.arange(len(p)), axis] = np.sign(p[np.arange(len(p)), axis])
-            return n
-        if self.shape == "sphere":
-            return _normalise(p)
-        if self.shape == "cylinder":
-            radial = np.hypot(p[:, 0], p[:, 2]) / size["radius"]
-            cap = np.abs(p[:, 1]) / size["half"] >= radial
-            side = _normalise(p * np.array([1.0, 0.0, 1.0]) + 1e-12)
-            top = np.stack([np.zeros(len(p)), np.sign(p[:, 1]), np.zeros(len(p))], axis=1)
-            return np.where(cap[:, None], top, side)
-        # capsule: away from the closest point of the axis segment
-        axis_point = np.stack([np.clip(p[:, 0], -size["half"], size["half"]), np.zeros(len(p)), np.zeros(len(p))], axis=1)
-        return _normalise(p - axis_point + 1e-12)
-
-    @staticmethod
-    def _sphere(o: np.ndarray, d: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
-        oc = o - center
-        b = np.einsum("ij,ij->i", oc, d)
-        c = np.einsum("ij,ij->i", oc, oc) - radius * radius
-        disc = b * b - c
-        t = -b - np.sqrt(np.maximum(disc, 0.0))
-        return np.where((disc >= 0) & (t > 1e-6), t, np.inf)
-
-    def _hit_sphere(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return self._sphere(o, d, np.zeros(3), self.size["radius"])
-
-    def _hit_cube(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        h = self.size["half"]
-        safe = np.where(np.abs(d) < 1e-12, 1e-12, d)
-        t1, t2 = (-h - o) / safe, (h - o) / safe
-        t_near = np.max(np.minimum(t1, t2), axis=1)
-        t_far = np.min(np.maximum(t1, t2), axis=1)
-        return np.where((t_far >= t_near) & (t_near > 1e-6), t_near, np.inf)
-
-    def _hit_cylinder(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        r, h = self.size["radius"], self.size["half"]
-        a = d[:, 0] ** 2 + d[:, 2] ** 2
-        b = o[:, 0] * d[:, 0] + o[:, 2] * d[:, 2]
-        c = o[:, 0] ** 2 + o[:, 2] ** 2 - r * r
-        disc = b * b - a * c
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-        y_side = o[:, 1] + t_side * d[:, 1]
-        t_side = np.where((disc >= 0) & (a > 1e-12) & (t_side > 1e-6) & (np.abs(y_side) <= h), t_side, np.inf)
-        safe = np.where(np.abs(d[:, 1]) < 1e-12, 1e-12, d[:, 1])
-        cap_y = np.where(d[:, 1] < 0, h, -h)
-        t_cap = (cap_y - o[:, 1]) / safe
-        px, pz = o[:, 0] + t_cap * d[:, 0], o[:, 2] + t_cap * d[:, 2]
-        t_cap = np.where((t_cap > 1e-6) & (px * px + pz * pz <= r * r), t_cap, np.inf)
-        return np.minimum(t_side, t_cap)
-
-    def _hit_capsule(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        r, h = self.size["radius"], self.size["half"]
-        # infinite cylinder around the x axis, clipped to |x| <= h, plus the two end spheres
-        a = d[:, 1] ** 2 + d[:, 2] ** 2
-        b = o[:, 1] * d[:, 1] + o[:, 2] * d[:, 2]
-        c = o[:, 1] ** 2 + o[:, 2] ** 2 - r * r
-        disc = b * b - a * c
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-        x_side = o[:, 0] + t_side * d[:, 0]
-        t_side = np.where((disc >= 0) & (a > 1e-12) & (t_side > 1e-6) & (np.abs(x_side) <= h), t_side, np.inf)
-        t_a = self._sphere(o, d, np.array([h, 0.0, 0.0]), r)
-        t_b = self._sphere(o, d, np.array([-h, 0.0, 0.0]), r)
-        return np.minimum(t_side, np.minimum(t_a, t_b))
+    return normalise(forward + u * right + v * up)
 
 
 def _hits_bounding_sphere(o: np.ndarray, d: np.ndarray, center: np.ndarray, radius: float,
@@ -247,12 +120,12 @@ class _Room:
 
 
 def _room(resolution: int, supersample: int, orientation_deg: float) -> _Room:
-    turn = _rot_y(np.deg2rad(orientation_deg))
+    turn = rot_y(np.deg2rad(orientation_deg))
     # Turning the room by +angle is the camera turning by -angle in room coordinates.
     dirs = camera_rays(resolution, supersample).reshape(-1, 3) @ turn  # R^T d
     origin = CAMERA @ turn
     corner = np.array([0.0, 0.0, -WALL_DISTANCE])
-    normals = [np.array([0.0, 1.0, 0.0]), _normalise(np.array([1.0, 0.0, 1.0])), _normalise(np.array([-1.0, 0.0, 1.0]))]
+    normals = [np.array([0.0, 1.0, 0.0]), normalise(np.array([1.0, 0.0, 1.0])), normalise(np.array([-1.0, 0.0, 1.0]))]
     anchors = [np.zeros(3), corner, corner]
     ts = []
     for normal, anchor in zip(normals, anchors):
@@ -323,7 +196,7 @@ def _shade_geometry(room: _Room, solid: Solid, resolution: int, supersample: int
         l_dir = to_light / dist[:, None]
         lambert = np.maximum(np.einsum("ij,ij->i", normal, l_dir), 0.0)
         falloff = np.clip((np.linalg.norm(LIGHT) / dist) ** FALLOFF, 0.0, 1.3)
-        half = _normalise(l_dir - room.dirs[idx])
+        half = normalise(l_dir - room.dirs[idx])
         spec = SPECULAR * np.maximum(np.einsum("ij,ij->i", normal, half), 0.0) ** SHININESS * (lambert > 0)
         shade = np.minimum(AMBIENT + DIFFUSE * lambert * falloff, 1.0)
         diffuse = pool_sparse(idx, shade)
