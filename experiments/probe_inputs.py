@@ -21,7 +21,7 @@ from synth_sample import encode_in_chunks, random_sample
 
 from disdiff.metrics.probe import probe_accuracy
 from disdiff.pipeline.pretrained import default_pretrained_dir
-from disdiff.training.ldm_module import load_pretrained_ldm
+from disdiff.training.ldm_loading import load_pretrained_ldm
 
 
 def main() -> None:

@@ -414,7 +414,7 @@ def test_stage1_import_reconstructs_identically(tmp_path, kind):
 
 
 def test_stage2_import_gives_identical_eps_raw_and_ema(tmp_path):
-    from disdiff.training.ldm_module import load_pretrained_ldm
+    from disdiff.training.ldm_loading import load_pretrained_ldm
 
     ref = reference_ldm("kl", seed=1, scale_factor=0.6)
     state = stage2_state(ref)

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from disdiff.config import ConfigError
 from disdiff.diffusion.lr_schedule import linear_warmup
-from disdiff.training.ldm_module import LatentDiffusionModule, load_pretrained_ldm, scale_factor_from_latents
+from disdiff.training.ldm_loading import load_pretrained_ldm
+from disdiff.training.ldm_module import LatentDiffusionModule, scale_factor_from_latents
 
 
 class TinyFirstStage(nn.Module):

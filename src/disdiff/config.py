@@ -13,13 +13,25 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 PACKAGED_CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class ConfigError(ValueError):
     """A configuration file or value is missing, malformed or inconsistent."""
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every OmegaConf node turned into plain dicts and lists, recursively
+    (interpolations resolved): what checkpoints store as hyper-parameters and ``==`` compares."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def get_obj_from_str(path: str) -> Any:

@@ -182,7 +182,7 @@ def _verify(run_dir: Path, converted: ConvertedConfig) -> None:
 
             DisDiff.load(run_dir)
         elif converted.stage == "ldm":
-            from disdiff.training.ldm_module import load_pretrained_ldm
+            from disdiff.training.ldm_loading import load_pretrained_ldm
 
             load_pretrained_ldm(ckpt, use_ema=bool(converted.config.model.params.use_ema))
         else:

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError
+from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, plain
 
 __all__ = ["ConvertedConfig", "read_original_config", "original_stage", "convert_config", "ORIGINAL_DATASETS"]
 
@@ -116,10 +116,6 @@ def _same(value: Any, allowed: Any) -> bool:
     return value == allowed and type(value) is type(allowed) or (value is None and allowed is None)
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
-
-
 def _class_name(target: Any) -> str:
     return str(target or "").rsplit(".", 1)[-1]
 
@@ -168,7 +164,7 @@ DDCONFIG_KEYS = ("double_z", "z_channels", "resolution", "in_channels", "out_ch"
 
 def _ddconfig(values: Any, where: str, problems: _Problems) -> dict:
     block = _Block(values, where, problems)
-    dd = {key: _plain(block.need(key)) for key in DDCONFIG_KEYS}
+    dd = {key: plain(block.need(key)) for key in DDCONFIG_KEYS}
     dd["dropout"] = float(block.get("dropout", 0.0))
     dd["num_groups"] = 32  # hard-coded in the original (spec 2.1)
     # Options of the original's Encoder/Decoder that the published configs leave at these values.
@@ -234,7 +230,7 @@ def _stage1_loss(values: Any, where: str, problems: _Problems) -> dict:
         return {"target": LOSS_TARGETS["VQLPIPSWithDiscriminator"], "params": {"disc_start": 0}}
     target = LOSS_TARGETS[name]
     accepted = set(inspect.signature(get_obj_from_str(target)).parameters) - {"lpips_weights", "vgg_weights"}
-    params = {k: _plain(p.get(k)) for k in list(p.values) if k in accepted}
+    params = {k: plain(p.get(k)) for k in list(p.values) if k in accepted}
     p.expect("use_actnorm", False)
     p.finish()
     return {"target": target, "params": params}
@@ -250,7 +246,7 @@ def _unet(values: Any, where: str, problems: _Problems, shift: bool) -> tuple[di
     outer.get("target")
     p = _Block(outer.get("params"), f"{where}.params", problems)
     outer.finish()
-    params = {key: _plain(p.need(key)) for key in UNET_REQUIRED}
+    params = {key: plain(p.need(key)) for key in UNET_REQUIRED}
     params["dropout"] = float(p.get("dropout", 0.0))
     params["num_head_channels"] = int(p.get("num_head_channels", -1))
     params["conv_resample"] = bool(p.get("conv_resample", True))
@@ -294,7 +290,7 @@ def _warmup_steps(values: Any, where: str, problems: _Problems) -> int:
     outer.finish()
 
     def single(key: str, default: Any) -> Any:
-        value = _plain(p.get(key, [default]))
+        value = plain(p.get(key, [default]))
         if not isinstance(value, list) or len(value) != 1:
             problems.unsupported.append(f"{where}.params.{key} = {value!r} (disdiff implements one cycle)")
             return default
@@ -364,7 +360,7 @@ def _dataset_of(config: Mapping[str, Any]) -> str | None:
 
 def _data_block(template: DictConfig, config: Mapping[str, Any], dataset: str, dataset_options: Mapping[str, Any] | None,
                 data_dir: str | None) -> dict:
-    data = _plain(template.data)
+    data = plain(template.data)
     params = data["params"]
     original = (config.get("data") or {}).get("params") or {}
     params["dataset"] = dataset
@@ -412,7 +408,7 @@ def convert_config(
                           f"{train.get('target') if isinstance(train, Mapping) else None!r} (known: {sorted(ORIGINAL_DATASETS)}); "
                           "pass --dataset NAME")
     template = _template(stage, variant, dataset_name)
-    model = _plain(template.model)
+    model = plain(template.model)
     model_block = _Block(config["model"], "model", problems)
     model_block.ignore("target", "base_learning_rate")
     p = _Block(model_block.get("params"), "model.params", problems)
@@ -463,7 +459,7 @@ def convert_config(
     p.finish()
     problems.raise_if_any()
 
-    lightning = _plain(template.lightning)
+    lightning = plain(template.lightning)
     if stage != "autoencoder" and accumulate != 1:
         lightning.setdefault("trainer", {})["accumulate_grad_batches"] = accumulate
     data = _data_block(template, config, dataset_name, dataset_options, data_dir)

@@ -14,17 +14,10 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from disdiff.config import instantiate_from_config
+from disdiff.config import instantiate_from_config, plain
 
 OPTIMIZER_STEPS_PER_BATCH = 2
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, DictConfig):
-        return OmegaConf.to_container(obj, resolve=True)
-    return obj
 
 
 class AutoencoderModule(L.LightningModule):
@@ -39,8 +32,8 @@ class AutoencoderModule(L.LightningModule):
         vgg_weights: str | None = None,
     ):
         super().__init__()
-        autoencoder_config = _plain(autoencoder_config)
-        loss_config = _plain(loss_config)
+        autoencoder_config = plain(autoencoder_config)
+        loss_config = plain(loss_config)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.image_key = image_key

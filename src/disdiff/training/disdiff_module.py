@@ -36,7 +36,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from disdiff.config import ConfigError
+from disdiff.config import ConfigError, plain
 from disdiff.diffusion.ema import EMA
 from disdiff.diffusion.lr_schedule import linear_warmup
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
@@ -52,7 +52,7 @@ from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 from disdiff.training.stage3_parts import (
-    build_image_encoder, check_stage3_options, load_frozen_stages, plain, resolve_ldm_checkpoint,
+    build_image_encoder, check_stage3_options, load_frozen_stages, resolve_ldm_checkpoint,
 )
 from disdiff.training.unit_penalties import LOGGED_TERMS, unit_penalty_terms
 from disdiff.training.unit_reset import UnitReset

@@ -12,28 +12,16 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from disdiff.config import ConfigError, instantiate_from_config
+from disdiff.config import ConfigError, instantiate_from_config, plain
 from disdiff.models.disentangling_loss import DIS_LOSS_TYPES, REENCODER_BN_MODES
 from disdiff.models.image_encoder import ImageEncoder
 from disdiff.training.deviations import Deviations
 
 log = logging.getLogger(__name__)
 
-__all__ = ["plain", "resolve_ldm_checkpoint", "load_frozen_stages", "build_image_encoder", "check_stage3_options"]
-
-
-def plain(value: Any) -> Any:
-    """``value`` with every OmegaConf node turned into plain dicts and lists (storable in hparams)."""
-    if isinstance(value, DictConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
+__all__ = ["resolve_ldm_checkpoint", "load_frozen_stages", "build_image_encoder", "check_stage3_options"]
 
 
 def resolve_ldm_checkpoint(path: str | Path | None) -> Path:
@@ -66,7 +54,7 @@ def load_frozen_stages(ldm_ckpt: str | None, use_ema_unet: bool,
         unet = instantiate_from_config(stage2["unet_config"])
         first_stage = freeze_first_stage(instantiate_from_config(stage2["first_stage_config"]))
         return unet, first_stage, stage2
-    from disdiff.training.ldm_module import load_pretrained_ldm
+    from disdiff.training.ldm_loading import load_pretrained_ldm
 
     ckpt_path = resolve_ldm_checkpoint(ldm_ckpt)
     loaded = load_pretrained_ldm(ckpt_path, use_ema=bool(use_ema_unet))
