@@ -110,16 +110,23 @@ class Solid:
         t_far = np.min(np.maximum(t1, t2), axis=1)
         return np.where((t_far >= t_near) & (t_near > 1e-6), t_near, np.inf)
 
-    def _hit_cylinder(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
-        r, h = self.size["radius"], self.size["half"]
-        a = d[:, 0] ** 2 + d[:, 2] ** 2
-        b = o[:, 0] * d[:, 0] + o[:, 2] * d[:, 2]
-        c = o[:, 0] ** 2 + o[:, 2] ** 2 - r * r
+    @staticmethod
+    def _hit_tube(o: np.ndarray, d: np.ndarray, axis: int, r: float, h: float) -> np.ndarray:
+        """First t > 0 at which o + t d meets the side of the cylinder of radius ``r`` around the
+        coordinate axis ``axis`` through the origin, within |p[axis]| <= h; inf where it misses."""
+        u, v = (i for i in range(3) if i != axis)
+        a = d[:, u] ** 2 + d[:, v] ** 2
+        b = o[:, u] * d[:, u] + o[:, v] * d[:, v]
+        c = o[:, u] ** 2 + o[:, v] ** 2 - r * r
         disc = b * b - a * c
         with np.errstate(divide="ignore", invalid="ignore"):
-            t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-        y_side = o[:, 1] + t_side * d[:, 1]
-        t_side = np.where((disc >= 0) & (a > 1e-12) & (t_side > 1e-6) & (np.abs(y_side) <= h), t_side, np.inf)
+            t = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
+        along = o[:, axis] + t * d[:, axis]
+        return np.where((disc >= 0) & (a > 1e-12) & (t > 1e-6) & (np.abs(along) <= h), t, np.inf)
+
+    def _hit_cylinder(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
+        r, h = self.size["radius"], self.size["half"]
+        t_side = self._hit_tube(o, d, 1, r, h)
         safe = np.where(np.abs(d[:, 1]) < 1e-12, 1e-12, d[:, 1])
         cap_y = np.where(d[:, 1] < 0, h, -h)
         t_cap = (cap_y - o[:, 1]) / safe
@@ -129,15 +136,7 @@ class Solid:
 
     def _hit_capsule(self, o: np.ndarray, d: np.ndarray) -> np.ndarray:
         r, h = self.size["radius"], self.size["half"]
-        # infinite cylinder around the x axis, clipped to |x| <= h, plus the two end spheres
-        a = d[:, 1] ** 2 + d[:, 2] ** 2
-        b = o[:, 1] * d[:, 1] + o[:, 2] * d[:, 2]
-        c = o[:, 1] ** 2 + o[:, 2] ** 2 - r * r
-        disc = b * b - a * c
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_side = (-b - np.sqrt(np.maximum(disc, 0.0))) / a
-        x_side = o[:, 0] + t_side * d[:, 0]
-        t_side = np.where((disc >= 0) & (a > 1e-12) & (t_side > 1e-6) & (np.abs(x_side) <= h), t_side, np.inf)
+        t_side = self._hit_tube(o, d, 0, r, h)  # a cylinder around the x axis, plus the two end spheres
         t_a = self._sphere(o, d, np.array([h, 0.0, 0.0]), r)
         t_b = self._sphere(o, d, np.array([-h, 0.0, 0.0]), r)
         return np.minimum(t_side, np.minimum(t_a, t_b))
