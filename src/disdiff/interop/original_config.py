@@ -15,7 +15,6 @@ disdiff does not implement (e.g. ``parameterization: x0``), is reported, all in 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import PACKAGED_CONFIG_DIR, ConfigError, plain
+from disdiff.interop import original_blocks as blocks
 
 __all__ = ["ConvertedConfig", "read_original_config", "original_stage", "convert_config", "ORIGINAL_DATASETS"]
 
@@ -45,81 +45,6 @@ class ConvertedConfig:
     accumulate_grad_batches: int = 1
 
 
-class _Problems:
-    """Collects every unknown key and unsupported value, to report them in one error."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.unknown: list[str] = []
-        self.unsupported: list[str] = []
-
-    def raise_if_any(self) -> None:
-        if not (self.unknown or self.unsupported):
-            return
-        lines = [f"original config {self.source} cannot be imported:"]
-        if self.unknown:
-            lines.append(f"  keys the importer does not know ({len(self.unknown)}): {', '.join(self.unknown)}")
-        if self.unsupported:
-            lines.append(f"  settings disdiff does not implement ({len(self.unsupported)}): " + "; ".join(self.unsupported))
-        lines.append("nothing was written")
-        raise ConfigError("\n".join(lines))
-
-
-class _Block:
-    """The ``params`` of one original config block, read key by key (see :meth:`finish`)."""
-
-    def __init__(self, values: Any, where: str, problems: _Problems) -> None:
-        if values is None:
-            values = {}
-        if not isinstance(values, Mapping):
-            problems.unsupported.append(f"{where} must be a mapping, got {values!r}")
-            values = {}
-        self.values = dict(values)
-        self.where = where
-        self.problems = problems
-        self.seen: set[str] = set()
-
-    def has(self, key: str) -> bool:
-        return key in self.values
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.seen.add(key)
-        return self.values.get(key, default)
-
-    def need(self, key: str) -> Any:
-        """A value the importer cannot default (an architecture setting): reported if absent."""
-        self.seen.add(key)
-        if key not in self.values:
-            self.problems.unsupported.append(f"{self.where}.{key} is missing (the importer does not assume its default)")
-        return self.values.get(key)
-
-    def expect(self, key: str, *allowed: Any) -> Any:
-        """A key whose only supported values are ``allowed`` (the first is the original's default)."""
-        self.seen.add(key)
-        value = self.values.get(key, allowed[0])
-        if not any(_same(value, a) for a in allowed):
-            shown = " or ".join(repr(a) for a in allowed)
-            self.problems.unsupported.append(f"{self.where}.{key} = {value!r} (disdiff implements {shown})")
-        return value
-
-    def ignore(self, *keys: str) -> None:
-        self.seen.update(keys)
-
-    def finish(self) -> None:
-        """Report every key that was not read."""
-        self.problems.unknown += [f"{self.where}.{k}" for k in self.values if k not in self.seen]
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    if isinstance(allowed, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return math.isclose(float(value), allowed, rel_tol=1e-9, abs_tol=1e-12)
-    return value == allowed and type(value) is type(allowed) or (value is None and allowed is None)
-
-
-def _class_name(target: Any) -> str:
-    return str(target or "").rsplit(".", 1)[-1]
-
-
 def read_original_config(path: str | Path) -> dict:
     """The original YAML as plain containers (OmegaConf; interpolations resolved). Errors name the file."""
     path = Path(path)
@@ -137,210 +62,22 @@ def read_original_config(path: str | Path) -> dict:
 def original_stage(config: Mapping[str, Any]) -> tuple[str, str]:
     """``(stage, variant)`` of an original config: stage autoencoder | ldm | disdiff, variant vq | kl."""
     model = config["model"]
-    name = _class_name(model.get("target"))
+    name = blocks.class_name(model.get("target"))
     params = model.get("params") or {}
     if name in ("VQModel", "VQModelInterface"):
         return "autoencoder", "vq"
     if name == "AutoencoderKL":
         return "autoencoder", "kl"
     if name == "LatentDiffusion":
-        first = _class_name((params.get("first_stage_config") or {}).get("target"))
+        first = blocks.class_name((params.get("first_stage_config") or {}).get("target"))
         variant = "kl" if first == "AutoencoderKL" else "vq"
         unet_target = str((params.get("unet_config") or {}).get("target", ""))
         cond = params.get("cond_stage_config")
-        cond_name = _class_name(cond.get("target")) if isinstance(cond, Mapping) else ""
+        cond_name = blocks.class_name(cond.get("target")) if isinstance(cond, Mapping) else ""
         shift = "openaimodel_shift" in unet_target or cond_name == "Encoder4" or bool(params.get("dis_loss_flag", False))
         return ("disdiff" if shift else "ldm"), variant
     raise ConfigError(f"model.target {model.get('target')!r} is not an original DisDiff model (expected "
                       "ldm.models.autoencoder.VQModel/AutoencoderKL or ldm.models.diffusion.ddpm.LatentDiffusion)")
-
-
-# ---------------------------------------------------------------------------------------------
-# model blocks
-# ---------------------------------------------------------------------------------------------
-DDCONFIG_KEYS = ("double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch", "ch_mult", "num_res_blocks",
-                 "attn_resolutions")
-
-
-def _ddconfig(values: Any, where: str, problems: _Problems) -> dict:
-    block = _Block(values, where, problems)
-    dd = {key: plain(block.need(key)) for key in DDCONFIG_KEYS}
-    dd["dropout"] = float(block.get("dropout", 0.0))
-    dd["num_groups"] = 32  # hard-coded in the original (spec 2.1)
-    # Options of the original's Encoder/Decoder that the published configs leave at these values.
-    block.expect("resamp_with_conv", True)
-    block.expect("give_pre_end", False)
-    block.expect("tanh_out", False)
-    block.expect("use_linear_attn", False)
-    block.expect("attn_type", "vanilla")
-    block.finish()
-    return dd
-
-
-def _first_stage(block_values: Any, where: str, problems: _Problems, stage1: bool) -> tuple[dict, str, _Block]:
-    """disdiff ``target``/``params`` of an original first-stage block, its variant, and the block (for stage 1)."""
-    outer = _Block(block_values, where, problems)
-    name = _class_name(outer.get("target"))
-    p = _Block(outer.get("params"), f"{where}.params", problems)
-    outer.finish()
-    dd = _ddconfig(p.need("ddconfig"), f"{where}.params.ddconfig", problems)
-    p.ignore("ckpt_path", "ignore_keys", "monitor", "image_key", "colorize_nlabels")
-    if not stage1:
-        loss = p.get("lossconfig")
-        if loss is not None and _class_name((loss or {}).get("target")) != "Identity":
-            problems.unsupported.append(f"{where}.params.lossconfig of a frozen first stage must be torch.nn.Identity")
-    if name in ("VQModel", "VQModelInterface"):
-        params = {"embed_dim": p.need("embed_dim"), "n_embed": p.need("n_embed"), "beta": 0.25, "legacy": True,
-                  "ddconfig": dd}
-        p.expect("remap", None)
-        p.expect("use_ema", False)
-        p.expect("lr_g_factor", 1.0)
-        p.expect("scheduler_config", None)
-        p.expect("batch_resize_range", None)
-        p.ignore("sane_index_shape", "n_labels")
-        if dd.get("double_z"):
-            problems.unsupported.append(f"{where}.params.ddconfig.double_z = true for a VQ model")
-        return {"target": "disdiff.models.autoencoder.VQModel", "params": params}, "vq", p
-    if name == "AutoencoderKL":
-        return ({"target": "disdiff.models.autoencoder.AutoencoderKL", "params": {"embed_dim": p.need("embed_dim"), "ddconfig": dd}},
-                "kl", p)
-    problems.unsupported.append(f"{where}.target {outer.values.get('target')!r} (expected VQModel, VQModelInterface "
-                                "or AutoencoderKL)")
-    return {"target": "disdiff.models.autoencoder.VQModel", "params": {"ddconfig": dd}}, "vq", p
-
-
-LOSS_TARGETS = {
-    "VQLPIPSWithDiscriminator": "disdiff.models.autoencoder.losses.VQLPIPSWithDiscriminator",
-    "LPIPSWithDiscriminator": "disdiff.models.autoencoder.losses.LPIPSWithDiscriminator",
-}
-
-
-def _stage1_loss(values: Any, where: str, problems: _Problems) -> dict:
-    import inspect
-
-    from disdiff.config import get_obj_from_str
-
-    outer = _Block(values, where, problems)
-    name = _class_name(outer.get("target"))
-    p = _Block(outer.get("params"), f"{where}.params", problems)
-    outer.finish()
-    if name not in LOSS_TARGETS:
-        problems.unsupported.append(f"{where}.target {outer.values.get('target')!r} (expected one of {sorted(LOSS_TARGETS)})")
-        p.finish()
-        return {"target": LOSS_TARGETS["VQLPIPSWithDiscriminator"], "params": {"disc_start": 0}}
-    target = LOSS_TARGETS[name]
-    accepted = set(inspect.signature(get_obj_from_str(target)).parameters) - {"lpips_weights", "vgg_weights"}
-    params = {k: plain(p.get(k)) for k in list(p.values) if k in accepted}
-    p.expect("use_actnorm", False)
-    p.finish()
-    return {"target": target, "params": params}
-
-
-UNET_REQUIRED = ("image_size", "in_channels", "model_channels", "out_channels", "num_res_blocks", "attention_resolutions",
-                 "channel_mult", "num_heads", "use_scale_shift_norm", "resblock_updown")
-
-
-def _unet(values: Any, where: str, problems: _Problems, shift: bool) -> tuple[dict, dict]:
-    """disdiff ``UNetModel`` block of an original (shift) UNet config, and the shift UNet's own settings."""
-    outer = _Block(values, where, problems)
-    outer.get("target")
-    p = _Block(outer.get("params"), f"{where}.params", problems)
-    outer.finish()
-    params = {key: plain(p.need(key)) for key in UNET_REQUIRED}
-    params["dropout"] = float(p.get("dropout", 0.0))
-    params["num_head_channels"] = int(p.get("num_head_channels", -1))
-    params["conv_resample"] = bool(p.get("conv_resample", True))
-    params["num_groups"] = 32  # hard-coded in the original (spec 3.1)
-    upsample_heads = p.get("num_heads_upsample", -1)
-    if upsample_heads not in (-1, params["num_heads"]):
-        problems.unsupported.append(f"{where}.params.num_heads_upsample = {upsample_heads} (disdiff uses num_heads "
-                                    "in the decoder half too)")
-    p.expect("dims", 2)
-    p.expect("num_classes", None)
-    p.expect("use_fp16", False)
-    p.expect("use_new_attention_order", False)
-    p.expect("use_spatial_transformer", False)
-    p.expect("context_dim", None)
-    p.expect("n_embed", None)
-    p.ignore("use_checkpoint", "legacy", "transformer_depth")
-    extra: dict = {}
-    if shift:
-        extra["latent_unit"] = p.need("latent_unit")
-        extra["repre_emb_channels"] = p.need("repre_emb_channels")
-        extra["load_ema_ckpt"] = bool(p.get("load_ema_ckpt", False))
-        extra["ckpt_path"] = p.get("ckpt_path")
-        p.expect("seprate_decoder", True)
-        p.expect("orth_emb", True)
-        p.expect("wo_part_emb", False)
-        p.ignore("ignore_keys")
-    p.finish()
-    return {"target": "disdiff.models.unet.UNetModel", "params": params}, extra
-
-
-def _warmup_steps(values: Any, where: str, problems: _Problems) -> int:
-    """The warm-up of the original's ``LambdaLinearScheduler`` (one cycle, linear warm-up from 1e-6, then 1)."""
-    if values is None:
-        problems.unsupported.append(f"{where} is missing (disdiff always warms up linearly; the published configs "
-                                    "use LambdaLinearScheduler with warm_up_steps [10000])")
-        return 10000
-    outer = _Block(values, where, problems)
-    if _class_name(outer.get("target")) != "LambdaLinearScheduler":
-        problems.unsupported.append(f"{where}.target {outer.values.get('target')!r} (disdiff implements LambdaLinearScheduler)")
-    p = _Block(outer.get("params"), f"{where}.params", problems)
-    outer.finish()
-
-    def single(key: str, default: Any) -> Any:
-        value = plain(p.get(key, [default]))
-        if not isinstance(value, list) or len(value) != 1:
-            problems.unsupported.append(f"{where}.params.{key} = {value!r} (disdiff implements one cycle)")
-            return default
-        return value[0]
-
-    warm = single("warm_up_steps", 10000)
-    f_start, f_max, f_min = single("f_start", 1e-6), single("f_max", 1.0), single("f_min", 1.0)
-    cycle = single("cycle_lengths", 1e13)
-    if not math.isclose(float(f_start), 1e-6, rel_tol=1e-6) or float(f_max) != 1.0 or float(f_min) != 1.0:
-        problems.unsupported.append(f"{where}: f_start {f_start}, f_max {f_max}, f_min {f_min} (disdiff implements "
-                                    "a warm-up from 1e-6 to a constant 1)")
-    if float(cycle) < 1e9:
-        problems.unsupported.append(f"{where}.params.cycle_lengths = [{cycle}] (disdiff implements one endless cycle)")
-    p.ignore("verbosity_interval")
-    p.finish()
-    return int(warm)
-
-
-def _diffusion_params(p: _Block, problems: _Problems, notes: list[str]) -> dict:
-    """The settings shared by the original's stage-2 and stage-3 ``LatentDiffusion``."""
-    out = {
-        "timesteps": int(p.get("timesteps", 1000)),
-        "beta_schedule": str(p.get("beta_schedule", "linear")),
-        "linear_start": float(p.get("linear_start", 1e-4)),
-        "linear_end": float(p.get("linear_end", 2e-2)),
-        "loss_type": str(p.get("loss_type", "l2")),
-        "use_ema": bool(p.get("use_ema", True)),
-        "image_key": str(p.get("first_stage_key", "image")),
-        "monitor": p.get("monitor"),
-        "warmup_steps": _warmup_steps(p.get("scheduler_config"), f"{p.where}.scheduler_config", problems),
-    }
-    if out["beta_schedule"] not in ("linear", "sqrt_linear", "sqrt", "cosine"):
-        problems.unsupported.append(f"{p.where}.beta_schedule = {out['beta_schedule']!r}")
-    if out["loss_type"] not in ("l1", "l2"):
-        problems.unsupported.append(f"{p.where}.loss_type = {out['loss_type']!r} (disdiff implements l1 and l2)")
-    p.expect("cosine_s", 8e-3)
-    p.expect("parameterization", "eps")
-    p.expect("given_betas", None)
-    p.expect("v_posterior", 0.0)
-    p.expect("original_elbo_weight", 0.0)
-    p.expect("l_simple_weight", 1.0)
-    p.expect("learn_logvar", False)
-    p.expect("logvar_init", 0.0)
-    p.expect("use_positional_encodings", False)
-    p.expect("cond_stage_forward", None)
-    p.ignore("scale_by_std", "scale_factor", "ckpt_path", "ignore_keys", "load_only_unet", "log_every_t",
-             "num_timesteps_cond", "image_size", "channels", "clip_denoised", "concat_mode", "cond_stage_key")
-    if not p.get("scale_by_std", False):
-        notes.append("the original config has scale_by_std false: the checkpoint's scale_factor is used as is")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +92,7 @@ def _template(stage: str, variant: str, dataset: str) -> DictConfig:
 
 def _dataset_of(config: Mapping[str, Any]) -> str | None:
     train = (((config.get("data") or {}).get("params") or {}).get("train") or {})
-    return ORIGINAL_DATASETS.get(_class_name(train.get("target") if isinstance(train, Mapping) else None))
+    return ORIGINAL_DATASETS.get(blocks.class_name(train.get("target") if isinstance(train, Mapping) else None))
 
 
 def _data_block(template: DictConfig, config: Mapping[str, Any], dataset: str, dataset_options: Mapping[str, Any] | None,
@@ -397,7 +134,7 @@ def convert_config(
     command-line values, which replaced the YAML's (spec 8). For stage 3 the result's
     ``model.params.stage2`` lacks ``scale_factor`` and ``source``, which come from the checkpoint.
     """
-    problems = _Problems(source)
+    problems = blocks.Problems(source)
     notes: list[str] = []
     stage, variant = original_stage(config)
     inferred = _dataset_of(config)
@@ -409,9 +146,9 @@ def convert_config(
                           "pass --dataset NAME")
     template = _template(stage, variant, dataset_name)
     model = plain(template.model)
-    model_block = _Block(config["model"], "model", problems)
+    model_block = blocks.Block(config["model"], "model", problems)
     model_block.ignore("target", "base_learning_rate")
-    p = _Block(model_block.get("params"), "model.params", problems)
+    p = blocks.Block(model_block.get("params"), "model.params", problems)
     model_block.finish()
     trainer = ((config.get("lightning") or {}).get("trainer") or {})
     accumulate = int(trainer.get("accumulate_grad_batches", 1) or 1)
@@ -419,11 +156,11 @@ def convert_config(
     params = model["params"]
 
     if stage == "autoencoder":
-        first, _, fs_block = _first_stage({"target": config["model"].get("target"), "params": config["model"].get("params")},
+        first, _, fs_block = blocks.first_stage({"target": config["model"].get("target"), "params": config["model"].get("params")},
                                           "model", problems, stage1=True)
         p.seen.update(fs_block.seen)
         params["autoencoder_config"] = first
-        params["loss_config"] = _stage1_loss(p.need("lossconfig"), "model.params.lossconfig", problems)
+        params["loss_config"] = blocks.stage1_loss(p.need("lossconfig"), "model.params.lossconfig", problems)
         params["image_key"] = str(p.get("image_key", "image"))
         params["monitor"] = p.get("monitor")
         params["lpips_weights"] = None
@@ -438,12 +175,12 @@ def convert_config(
                      "vgg_weights in configs/config.yaml before resuming training")
     else:
         model["base_learning_rate"] = base_lr
-        first, _, first_params = _first_stage(p.need("first_stage_config"), "model.params.first_stage_config", problems,
+        first, _, first_params = blocks.first_stage(p.need("first_stage_config"), "model.params.first_stage_config", problems,
                                               stage1=False)
         first_params.finish()
         shift = stage == "disdiff"
-        unet, shift_settings = _unet(p.need("unet_config"), "model.params.unet_config", problems, shift=shift)
-        diffusion = _diffusion_params(p, problems, notes)
+        unet, shift_settings = blocks.unet(p.need("unet_config"), "model.params.unet_config", problems, shift=shift)
+        diffusion = blocks.diffusion_params(p, problems, notes)
         if stage == "ldm":
             cond = p.get("cond_stage_config", "__is_unconditional__")
             if cond != "__is_unconditional__":
@@ -467,7 +204,7 @@ def convert_config(
     return ConvertedConfig(stage, variant, result, notes, accumulate)
 
 
-def _check_latents(first: Mapping[str, Any], unet: Mapping[str, Any], problems: _Problems) -> None:
+def _check_latents(first: Mapping[str, Any], unet: Mapping[str, Any], problems: blocks.Problems) -> None:
     embed = (first.get("params") or {}).get("embed_dim")
     u = unet["params"]
     if embed is not None and (u.get("in_channels") != embed or u.get("out_channels") != embed):
@@ -475,7 +212,7 @@ def _check_latents(first: Mapping[str, Any], unet: Mapping[str, Any], problems: 
                                     f"from the first stage's embed_dim {embed}")
 
 
-def _disdiff_params(params: dict, p: _Block, problems: _Problems, notes: list[str], diffusion: dict, unet: dict,
+def _disdiff_params(params: dict, p: blocks.Block, problems: blocks.Problems, notes: list[str], diffusion: dict, unet: dict,
                     first: dict, shift: dict, dis_weight: float | None, dis_loss_type: str | None) -> None:
     """Fill disdiff ``DisDiffModule`` params from an original stage-3 ``LatentDiffusion`` block."""
     p.expect("conditioning_key", "adm")
@@ -499,10 +236,10 @@ def _disdiff_params(params: dict, p: _Block, problems: _Problems, notes: list[st
         weight = 0.0
         notes.append("dis_loss_flag is false in the original config: dis_weight 0 (reconstruction loss only)")
 
-    cond = _Block(p.need("cond_stage_config"), "model.params.cond_stage_config", problems)
-    if _class_name(cond.get("target")) != "Encoder4":
+    cond = blocks.Block(p.need("cond_stage_config"), "model.params.cond_stage_config", problems)
+    if blocks.class_name(cond.get("target")) != "Encoder4":
         problems.unsupported.append(f"model.params.cond_stage_config.target {cond.values.get('target')!r} (expected Encoder4)")
-    enc = _Block(cond.get("params"), "model.params.cond_stage_config.params", problems)
+    enc = blocks.Block(cond.get("params"), "model.params.cond_stage_config.params", problems)
     cond.finish()
     width, latent_dim = enc.need("d"), enc.need("latent_dim")
     enc.finish()
