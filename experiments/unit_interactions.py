@@ -24,14 +24,10 @@ NAMES = ["floor", "wall", "object", "scale", "shape", "orient"]
 
 
 def eta(keys: np.ndarray, z: np.ndarray) -> float:
-    """Share of the variance of ``z`` explained by the cell means of the rows of ``keys`` (η² of the
-    joint levels; for one factor this is :func:`disdiff.metrics.probe.variance_explained`)."""
-    cells: dict[tuple, list[float]] = {}
-    for key, value in zip(map(tuple, keys), z):
-        cells.setdefault(key, []).append(value)
-    means = {key: np.mean(values) for key, values in cells.items()}
-    fitted = np.array([means[tuple(key)] for key in keys])
-    return float(1 - np.var(z - fitted) / np.var(z))
+    """η² of ``z`` for the joint levels of the factor columns ``keys``: each distinct row of ``keys``
+    becomes one level of a single factor for :func:`disdiff.metrics.probe.variance_explained`."""
+    _, joint = np.unique(keys, axis=0, return_inverse=True)
+    return float(variance_explained(z[:, None, None], joint.reshape(-1, 1))[0, 0])
 
 
 def main(args: list[str]) -> None:
