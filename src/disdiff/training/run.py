@@ -135,6 +135,10 @@ def build_trainer(config: DictConfig, run: RunDirectory, extra_trainer_args: dic
             every_n_train_steps=every,
             save_top_k=-1,
             save_last=True,
+            # A run directory that was copied or moved has a last.ckpt this callback did not write
+            # (Lightning keeps last_model_path only for an unchanged dirpath); with versioning it would
+            # save beside it as last-v1.ckpt and the next resume would take the stale last.ckpt.
+            enable_version_counter=False,
         ),
         ImageLogger(run.path / "images" / "train", **image_cfg),
         SyncBuffersFromRankZero(),
