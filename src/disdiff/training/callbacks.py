@@ -229,7 +229,7 @@ class BudgetCheckpoints(pl.Callback):
         self.checkpoint_dir = Path(checkpoint_dir)
         self.fractions = sorted(float(f) for f in fractions if 0.0 < float(f) < 1.0)
         #: The periodic checkpoint's interval (lightning.checkpoint.every_n_train_steps): a step it
-        #: saves anyway is not written here first (ModelCheckpoint would then add a "-v1" copy).
+        #: saves anyway is not written here as well (the same file would be written twice).
         self.periodic_every = int(periodic_every)
         self.saved: list[float] = []
 
