@@ -120,3 +120,14 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
                  "--latents", str(npz)]) == 0
     figures = list((run3 / "figures").glob("traverse-3_step=00000002.png"))
     assert len(figures) == 1 and Image.open(figures[0]).size == (4 * 66 + 2, 3 * 66 + 2)
+
+    # units: one row per unit, JSON with the run's factors named, bad options refused
+    units_json = tmp_path / "units.json"
+    assert main(["units", str(run3), "--n", "16", "--batch-size", "8", "--json", str(units_json)]) == 0
+    record = json.loads(units_json.read_text())
+    assert record["global_step"] == 2 and len(record["units"]) == 3 and record["n"] == 16
+    assert set(record["units"][0]["eta2"]) == set(load_dataset("shapes3d-synth", resolution=16,
+                                                               factor_sizes=FACTORS).factor_names)
+    assert all(u["field_rms"] >= 0 and 0 <= u["field_share"] <= 1 for u in record["units"])
+    assert main(["units", str(run3), "--t-range", "600,100"]) == 1
+    assert main(["units", str(run3), "--t-range", "abc"]) == 1

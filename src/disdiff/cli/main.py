@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Order is the order in ``disdiff --help``.
-SUBCOMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "export", "swap", "traverse", "import_original"]
+SUBCOMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "export", "swap", "traverse", "units", "import_original"]
 
 
 def build_parser() -> argparse.ArgumentParser:
