@@ -3,6 +3,7 @@ from-scratch paths, an unlabeled dataset, bad input, the console, the report, re
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -55,7 +56,7 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     assert lines and all(STAGE_LINE.match(line) for line in lines), [x for x in lines if not STAGE_LINE.match(x)][:3]
     assert console.err == ""
     for title in ("data grid.npz", "stage 1 autoencoder", "stage 2 LDM", "stage 3 DisDiff", "export", "evaluate",
-                  "figures", "metric curve", "report"):
+                  "figures", "unit usage", "metric curve", "report"):
         assert any(f"] {title}: " in line for line in lines), title
     log = (out / "quickstart.log").read_text()
     assert "GPU available" in log  # Lightning's own messages are in the log ...
@@ -93,9 +94,15 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     assert [row[0] for row in probe] == ["side", "brightness"] and len(probe[0]) == 2 + len(steps)
     # Two per-unit tables of the final step: the probe, then the variance explained (shares in [0, 1]).
     unit_tables = [i for i, line in enumerate(markdown.splitlines()) if line.startswith("| unit |")]
-    assert len(unit_tables) == 2 and "Variance explained at step 12" in markdown
-    shares = [row for row in markdown.splitlines()[unit_tables[1] + 2:] if row.startswith("|")]
+    assert len(unit_tables) == 3 and "Variance explained at step 12" in markdown
+    lines = markdown.splitlines()
+    shares = list(itertools.takewhile(lambda row: row.startswith("|"), lines[unit_tables[1] + 2:]))
     assert shares and all(-1e-9 <= float(v) <= 1.0 + 1e-6 for row in shares for v in row.strip("|").split("|")[1:])
+    # Then which units the decoder uses: one row per unit, the largest field's share 1, factors named.
+    usage = _table_rows(markdown, "unit | field RMS")
+    assert [row[0] for row in usage] == ["0", "1"] and max(float(row[2]) for row in usage) == 1.0
+    assert all(float(row[1]) >= 0 and row[4].split(" (")[0] in ("side", "brightness") for row in usage)
+    assert json.loads(next((out / "stage3_disdiff" / "units").glob("step=*.json")).read_text())["global_step"] == 12
     for figure in ("swap.png", "swap_partial.png", "traverse.png", "dataset_preview.png"):
         assert (out / "figures" / figure).stat().st_size > 0
     html = html_path.read_text()
@@ -160,6 +167,9 @@ def test_unlabeled_dataset_trains_draws_grids_and_says_why_no_metrics(tmp_path, 
     lines = capsys.readouterr().out.splitlines()
     assert all(STAGE_LINE.match(line) for line in lines)
     assert any("] evaluate: skipped" in line for line in lines)
+    # Unit usage needs no labels: one row per unit, no factor named (one pseudo-factor value per image).
+    usage = _table_rows(markdown, "unit | field RMS")
+    assert len(usage) == 6 and all(row[4] == "-" for row in usage)
 
 
 # ------------------------------------------------------------------------------------ bad input

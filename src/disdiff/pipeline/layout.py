@@ -5,6 +5,7 @@
     <out>/stage{1,2,3}_<stage>/           one training run directory per trained stage (DONE.json when finished)
     <out>/stage3_disdiff/representations/ exported codes of the evaluated checkpoints
     <out>/stage3_disdiff/metrics/         one metrics JSON per evaluated checkpoint
+    <out>/stage3_disdiff/units/           which units the decoder uses (``disdiff units``), final checkpoint
     <out>/figures/                        dataset preview, swap and traversal grids, loss and metric plots
     <out>/report.md, report.html
 """
@@ -61,3 +62,10 @@ class QuickstartLayout:
 
     def metrics_file(self, step: int) -> Path:
         return self.metrics / f"step={step:08d}.json"
+
+    @property
+    def units(self) -> Path:
+        return self.stage_dir("disdiff") / "units"
+
+    def units_file(self, step: int) -> Path:
+        return self.units / f"step={step:08d}.json"

@@ -43,6 +43,9 @@ __all__ = ["Quickstart", "QuickstartError", "QuickstartSettings"]
 
 #: Seconds kept back for the report when deciding whether another curve point fits the budget.
 REPORT_RESERVE_SECONDS = 15.0
+#: Images for the unit-usage table (about 15 s for the small model on 2 CPU threads; the session-13
+#: tables of docs/EXPERIMENTS.md used 512 and agree to about 0.005 in field RMS).
+UNIT_USAGE_IMAGES = 256
 
 
 class Quickstart:
@@ -61,7 +64,7 @@ class Quickstart:
     # ----------------------------------------------------------------- helpers
     @staticmethod
     def step_names(trained: tuple[str, ...]) -> list[str]:
-        return ["data", *trained, "export", "evaluate", "figures", "curve", "report"]
+        return ["data", *trained, "export", "evaluate", "figures", "units", "curve", "report"]
 
     def stage_dir(self, stage: str) -> Path:
         return self.layout.stage_dir(stage)
@@ -293,6 +296,27 @@ class Quickstart:
         line.done("swap, partial swap and traversal grids drawn")
         return paths
 
+    def unit_usage(self) -> None:
+        """``disdiff units`` on the final checkpoint, for the report: which units the decoder uses."""
+        from disdiff.api import DisDiff
+        from disdiff.inference.unit_usage import measure_unit_usage
+
+        line = self.line("units", "unit usage")
+        step = self.final_step()
+        path = self.layout.units_file(step)
+        if path.is_file():
+            line.done("already measured (skipped)")
+            return
+        line.update(f"step {step}: field size and gain of each unit on {UNIT_USAGE_IMAGES} images")
+        model = DisDiff.load(self.stage_dir("disdiff"))
+        t_range = (100, 600)
+        usage = measure_unit_usage(model.module, self.data.dataset, UNIT_USAGE_IMAGES, t_range, self.settings.seed)
+        atomic_write_json(path, {"global_step": model.global_step, "ema": model.uses_ema,
+                                 "n": min(UNIT_USAGE_IMAGES, len(self.data.dataset)), "t_range": list(t_range),
+                                 "seed": self.settings.seed, "loss": usage.loss, "units": usage.rows()})
+        live = sum(1 for row in usage.rows() if row["field_share"] >= 0.1)
+        line.done(f"step {step}: {live} of {len(usage.field_rms)} units with a field of at least 10% of the largest")
+
     def metric_curve(self) -> None:
         """Export and evaluate earlier stage-3 checkpoints (cheaper settings) while the budget allows."""
         line = self.line("curve", "metric curve")
@@ -375,6 +399,7 @@ class Quickstart:
                 self.line("export").done(f"skipped: {why}")
                 self.line("evaluate").done("skipped (no factor labels)")
             self._timed("figures", self.figures)
+            self._timed("units", self.unit_usage)  # needs no factor labels (η² only where there are some)
             if self.data.is_factor_grid:
                 self.metric_curve()
             else:

@@ -8,6 +8,7 @@ steps wrote; it imports nothing of :mod:`disdiff.pipeline.quickstart`.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -40,7 +41,7 @@ LOSS_PLOTS = {
     "ldm": (["train/loss_simple", "val/loss_simple_ema"], "stage 2: L1 noise-prediction loss"),
     "disdiff": (["train/loss_rec", "train/loss_dis"], "stage 3: reconstruction and disentangling loss"),
 }
-OVERHEAD_STEPS = ("export", "evaluate", "figures", "curve", "report")
+OVERHEAD_STEPS = ("export", "evaluate", "figures", "units", "curve", "report")
 
 
 @dataclass
@@ -91,6 +92,7 @@ def build_report(summary: QuickstartSummary) -> tuple[Path, Path]:
         + f"; N = {data.units} units{' (--units)' if s.units else ''}.")
     _training(report, summary)
     _metrics(report, summary)
+    _units(report, layout)
     _pictures(report, summary)
     for note in summary.notes:
         report.paragraph(note)
@@ -247,6 +249,33 @@ def _probe(report: Report, records: list[dict]) -> None:
         if probe.get(key):
             report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(probe[key])])
             report.paragraph(caption)
+
+
+# -------------------------------------------------------------------------------------- units
+def _units(report: Report, layout: QuickstartLayout) -> None:
+    files = sorted(layout.units.glob("step=*.json")) if layout.units.is_dir() else []
+    if not files:
+        return
+    try:
+        record = json.loads(files[-1].read_text())
+        rows = record["units"]
+    except (OSError, ValueError, KeyError):
+        report.paragraph(f"The unit-usage file {files[-1]} could not be read.")
+        return
+    report.heading("Which units the decoder uses")
+    table = []
+    for row in rows:
+        factor = "-" if row.get("top_factor") is None else f"{row['top_factor']} ({_fmt(row.get('top_eta2'))})"
+        table.append([str(row["unit"]), f"{row['field_rms']:.4f}", f"{row['field_share']:.2f}", f"{row['gain']:.4f}",
+                      factor])
+    report.table(["unit", "field RMS", "share of the largest", "gain", "factor (η²)"], table)
+    report.paragraph(
+        f"At step {record.get('global_step')}, on {record.get('n')} random images with t in "
+        f"[{record['t_range'][0]}, {record['t_range'][1]}) (the same as `disdiff units`): the RMS of each unit's "
+        "sub-gradient field G_k, and its gain, the rise of the reconstruction loss when the unit's values are "
+        "permuted across the images. A unit whose field is a few per cent of the largest is unused by the decoder; "
+        "in the project's experiments such a unit never took a new factor. A unit with a live field and a gain near "
+        "zero repeats what other units hold (docs/EXPERIMENTS.md, D13, D19).")
 
 
 # ------------------------------------------------------------------------------------ pictures
