@@ -43,7 +43,7 @@ __all__ = ["Quickstart", "QuickstartError", "QuickstartSettings"]
 
 #: Seconds kept back for the report when deciding whether another curve point fits the budget.
 REPORT_RESERVE_SECONDS = 15.0
-#: Images for the unit-usage table (about 15 s for the small model on 2 CPU threads; the session-13
+#: Images for the unit-usage table (10-12 s for the small model on 2 idle CPU threads; the session-13
 #: tables of docs/EXPERIMENTS.md used 512 and agree to about 0.005 in field RMS).
 UNIT_USAGE_IMAGES = 256
 
