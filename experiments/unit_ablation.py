@@ -11,6 +11,10 @@ Also printed per unit: its standard deviation, its largest variance explained (e
 and the RMS of its field G_k over the batch.
 
     python experiments/unit_ablation.py CKPT [CKPT ...] [--n 512] [--t-range 100,600]
+
+The per-unit part is now a product command, `disdiff units` (disdiff.inference.unit_usage), with the
+same definitions; this script stays for its copy groups and to reproduce the tables of D13-D21 (its
+images and draws differ, so figures agree to about 0.005 in field RMS, not to the digit).
 """
 from __future__ import annotations
 
