@@ -14,7 +14,7 @@ and the RMS of its field G_k over the batch.
 
 The per-unit part is now a product command, `disdiff units` (disdiff.inference.unit_usage), with the
 same definitions; this script stays for its copy groups and to reproduce the tables of D13-D21 (its
-images and draws differ, so figures agree to about 0.005 in field RMS, not to the digit).
+images and draws differ, so figures agree to within 0.003 in field RMS and 0.002 in gain, not to the digit).
 """
 from __future__ import annotations
 

@@ -43,8 +43,9 @@ __all__ = ["Quickstart", "QuickstartError", "QuickstartSettings"]
 
 #: Seconds kept back for the report when deciding whether another curve point fits the budget.
 REPORT_RESERVE_SECONDS = 15.0
-#: Images for the unit-usage table (10-12 s for the small model on 2 idle CPU threads; the session-13
-#: tables of docs/EXPERIMENTS.md used 512 and agree to about 0.005 in field RMS).
+#: Images for the unit-usage table: 10-12 s for the small model on 2 idle CPU threads. On the 120-minute
+#: quickstart's seed 1 at step 3,400, 256 images gave every field RMS within 0.002 and every gain within
+#: 0.004 of what 512 gave (docs/EXPERIMENTS.md, session 15).
 UNIT_USAGE_IMAGES = 256
 
 
