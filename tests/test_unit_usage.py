@@ -113,6 +113,7 @@ def test_measure_on_a_dataset_is_seeded_and_names_the_brightness_unit(trained_li
     a = measure_unit_usage(trained_like, data, n=24, seed=3, batch_size=10)
     b = measure_unit_usage(trained_like, data, n=24, seed=3, batch_size=10)
     assert a.gain == b.gain and a.loss == b.loss
+    assert a.record()["n"] == 24 and a.record()["t_range"] == [100, 600] and a.record()["seed"] == 3
     rows = a.rows()
     assert rows[0]["top_factor"] == "brightness" and rows[0]["top_eta2"] > 0.99
     assert max(r["field_share"] for r in rows) == 1.0

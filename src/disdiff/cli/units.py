@@ -82,8 +82,7 @@ def run_units(args: argparse.Namespace) -> int:
     print(format_table(usage, model.global_step))
     if out is not None:
         record = {"checkpoint": str(model.checkpoint), "global_step": model.global_step, "ema": model.uses_ema,
-                  "n": min(args.n, len(dataset)), "t_range": [lo, hi], "seed": args.seed, "loss": usage.loss,
-                  "units": usage.rows()}
+                  **usage.record()}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=1))
         print(f"wrote {out}")

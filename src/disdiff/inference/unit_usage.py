@@ -44,6 +44,11 @@ class UnitUsage:
     gain: list[float]
     eta2: np.ndarray | None = None  #: (N, K) variance explained (NaN where not reported), or None
     factor_names: Sequence[str] = field(default_factory=tuple)
+    draws: dict[str, Any] = field(default_factory=dict)  #: how the images and t were drawn (n, t_range, seed)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready: the draws, the full-code loss and :meth:`rows`."""
+        return {**self.draws, "loss": self.loss, "units": self.rows()}
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per unit (JSON-ready), with its most explained factor when factors were given."""
@@ -150,4 +155,5 @@ def measure_unit_usage(model: Any, dataset: Any, n: int = 512, t_range: tuple[in
         gain=np.sum([w * np.asarray(u.gain) for w, u in zip(weights, parts)], axis=0).tolist(),
         eta2=factor_eta2(code.double().numpy(), factors),
         factor_names=names if len(names) == factors.shape[1] else tuple(f"factor {f}" for f in range(factors.shape[1])),
+        draws={"n": n, "t_range": [lo, hi], "seed": seed},
     )

@@ -310,11 +310,8 @@ class Quickstart:
             return
         line.update(f"step {step}: field size and gain of each unit on {UNIT_USAGE_IMAGES} images")
         model = DisDiff.load(self.stage_dir("disdiff"))
-        t_range = (100, 600)
-        usage = measure_unit_usage(model.module, self.data.dataset, UNIT_USAGE_IMAGES, t_range, self.settings.seed)
-        atomic_write_json(path, {"global_step": model.global_step, "ema": model.uses_ema,
-                                 "n": min(UNIT_USAGE_IMAGES, len(self.data.dataset)), "t_range": list(t_range),
-                                 "seed": self.settings.seed, "loss": usage.loss, "units": usage.rows()})
+        usage = measure_unit_usage(model.module, self.data.dataset, UNIT_USAGE_IMAGES, seed=self.settings.seed)
+        atomic_write_json(path, {"global_step": model.global_step, "ema": model.uses_ema, **usage.record()})
         live = sum(1 for row in usage.rows() if row["field_share"] >= 0.1)
         line.done(f"step {step}: {live} of {len(usage.field_rms)} units with a field of at least 10% of the largest")
 
