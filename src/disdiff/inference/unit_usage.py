@@ -78,14 +78,16 @@ def _loss(model: Any, z_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, c
 
 @torch.no_grad()
 def unit_usage(model: Any, images: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-               perm: torch.Tensor) -> UnitUsage:
+               perm: torch.Tensor, codes: torch.Tensor | None = None) -> UnitUsage:
     """The figures of the module docstring, without η², for a stage-3 ``DisDiffModule`` used as it is
     (put it in eval mode and load the weights wanted first). ``t``, ``noise`` (shaped as the latents)
-    and ``perm`` (a permutation of the batch) are the random draws."""
+    and ``perm`` (a permutation of the batch) are the random draws; ``codes`` (B, N, d), the images'
+    codes if the caller has them already (else they are encoded here)."""
     b = images.shape[0]
     if perm.shape != (b,) or not torch.equal(perm.sort().values.cpu(), torch.arange(b)):
         raise ValueError(f"perm must be a permutation of the {b} images")
-    codes = model.encode_representation(images)  # (B, N, d)
+    if codes is None:
+        codes = model.encode_representation(images)  # (B, N, d)
     z0 = model.encode_images(images)
     z_t = q_sample(model.schedule, z0, t, noise)
     coef = extract(model.schedule.shift_coef, t, z_t.shape).to(z_t)
@@ -142,9 +144,10 @@ def measure_unit_usage(model: Any, dataset: Any, n: int = 512, t_range: tuple[in
         t = torch.randint(lo, hi, (len(rows),), generator=gen).to(device)
         noise = torch.randn((len(rows), *model.latent_shape), generator=gen).to(device)
         perm = torch.randperm(len(rows), generator=gen).to(device)
-        parts.append(unit_usage(model, x, t, noise, perm))
+        batch_codes = model.encode_representation(x)  # encoded once: for the gains and for spread and η²
+        parts.append(unit_usage(model, x, t, noise, perm, codes=batch_codes))
         weights.append(len(rows) / n)
-        codes.append(model.encode_representation(x).cpu())
+        codes.append(batch_codes.cpu())
     code = torch.cat(codes)
     factors = np.asarray(dataset.factors_of(idx))
     names = tuple(str(name) for name in getattr(dataset, "factor_names", ()))
