@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--quick-dci", action="store_true", help="DCI with 2000/1000 points for non-final steps")
     parser.add_argument("--eval-only", action="store_true")
     parser.add_argument("--continue-from", default=None,
-                        help="copy another run's config and last.ckpt here first, then resume it with the overrides "
+                        help="copy another run's config and last.ckpt (or the given checkpoint file) here first, then resume "
+                             "it with the overrides "
                              "(to change one setting of an already-trained model)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
@@ -84,9 +85,12 @@ def main() -> None:
     log = open(root.parent / f"{args.name}.log", "a")
     if args.continue_from and not (root / "checkpoints" / "last.ckpt").is_file():
         source = Path(args.continue_from)
+        # a run directory continues from its last.ckpt; a checkpoint file from that step of its run
+        checkpoint = source if source.is_file() else source / "checkpoints" / "last.ckpt"
+        source_run = source.parent.parent if source.is_file() else source
         (root / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source / "configs", root / "configs", dirs_exist_ok=True)
-        shutil.copy2(source / "checkpoints" / "last.ckpt", root / "checkpoints" / "last.ckpt")
+        shutil.copytree(source_run / "configs", root / "configs", dirs_exist_ok=True)
+        shutil.copy2(checkpoint, root / "checkpoints" / "last.ckpt")
     started = time.time()
     if not args.eval_only:
         cmd = [*DISDIFF, "train", "-b", *CONFIGS, "--run-dir", str(root), "-s", str(args.seed),

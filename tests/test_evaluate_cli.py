@@ -40,6 +40,11 @@ def test_evaluate_run_end_to_end(tmp_path, capsys):
     assert main(["evaluate", str(run), *DATASET, *SMALL]) == 0
     out = capsys.readouterr().out
     assert "| 1000 |" in out
+    # each factor's FactorVAE votes all go to its own unit (perfect code), and the printout says so
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("FactorVAE evaluation votes: the unit")))
+    winners = [line.split()[-2:] for line in lines[start + 1:start + 7]]
+    assert winners == [[f"{k}:", "1.00"] for k in range(6)]
     metrics = run / "metrics"
     record = json.loads((metrics / "step=00001000.json").read_text())
     assert record["num_rows"] == 3840 and record["num_units"] == 6 and record["unit_size"] == 4

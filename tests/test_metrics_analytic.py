@@ -59,7 +59,11 @@ def truth(view):
 def test_ground_truth_factors_are_perfect(view, truth):
     # Through real (1x1 pixel) observations, decoded back to the factors.
     images = PixelFactors()
-    assert score("factor_vae", images, decode_factors) == {"train_accuracy": 1.0, "eval_accuracy": 1.0, "num_active_dims": 3}
+    fvae = score("factor_vae", images, decode_factors)
+    assert {k: fvae[k] for k in ("train_accuracy", "eval_accuracy", "num_active_dims")} == {
+        "train_accuracy": 1.0, "eval_accuracy": 1.0, "num_active_dims": 3}
+    votes = np.array(fvae["eval_votes"])  # each factor's votes all go to its own dimension
+    assert votes.sum() == SMALL["factor_vae"]["num_eval"] and np.count_nonzero(votes - np.diag(np.diag(votes))) == 0
     assert score("beta_vae", images, decode_factors)["eval_accuracy"] == 1.0
     d = score("dci", view, truth)
     assert d["disentanglement"] > 0.99 and d["completeness"] > 0.99
@@ -105,9 +109,13 @@ def test_permutation_and_rescaling_invariance(view):
     small_dci = dict(num_train=250, num_test=100)
     expected = {name: score(name, view, LatentLookup(base), **(small_dci if name == "dci" else {}))
                 for name in ("factor_vae", "mig", "dci")}
-    for transformed in (permuted, rescaled):
+    base_votes = np.array(expected["factor_vae"].pop("eval_votes"))
+    for transformed, columns in ((permuted, [2, 0, 1]), (rescaled, [0, 1, 2])):
         fn = LatentLookup(transformed)
-        assert score("factor_vae", view, fn) == expected["factor_vae"]
+        fvae = score("factor_vae", view, fn)
+        # the votes follow the dimensions: column j of the transformed code is column columns[j] of the base
+        np.testing.assert_array_equal(np.array(fvae.pop("eval_votes")), base_votes[:, columns])
+        assert fvae == expected["factor_vae"]
         assert score("mig", view, fn)["discrete_mig"] == pytest.approx(expected["mig"]["discrete_mig"], abs=1e-12)
         # Trees are invariant up to ties: when two codes induce the same partition of a small node,
         # sklearn credits whichever it visits first, so permuted columns move a little importance.
@@ -186,7 +194,8 @@ def test_factor_vae_quirk_only_relabels_vote_columns(view):
 
 def test_no_active_dimension_scores_zero(view):
     constant = LatentLookup(np.zeros((view.num_images, 3)))
-    assert score("factor_vae", view, constant) == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+    assert score("factor_vae", view, constant) == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0,
+                                                   "eval_votes": []}
 
 
 def test_bad_inputs_raise_metric_errors(view, truth):
@@ -202,3 +211,10 @@ def test_bad_inputs_raise_metric_errors(view, truth):
 
     with pytest.raises(MetricError, match="not a factor grid"):
         score("beta_vae", NotAGrid(), decode_factors)
+
+
+def test_factor_vae_vote_shares():
+    shares = factor_vae.vote_shares([[3, 1, 0], [0, 0, 0], [0, 5, 5]])
+    np.testing.assert_allclose(shares, [[0.75, 0.25, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    with pytest.raises(MetricError, match="factors x dimensions"):
+        factor_vae.vote_shares([1, 2, 3])

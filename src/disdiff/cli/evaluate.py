@@ -154,6 +154,7 @@ def _print_table(records: list[dict]) -> None:
         probe = records[-1].get("probe")
         if probe:
             print(probe_text(probe, records[-1].get("step")), end="")
+        print(votes_text(records[-1]), end="")
 
 
 def _top_unit(matrix: list[list[float]], k: int) -> tuple[int, float]:
@@ -174,6 +175,21 @@ def probe_text(probe: dict, step: int | None = None) -> str:
         if shares:
             line += "  most variance explained: unit {} ({:.2f})".format(*_top_unit(shares, k))
         lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def votes_text(record: dict) -> str:
+    """Which unit (or dimension) wins each factor's FactorVAE votes, and its share ("" without votes)."""
+    from disdiff.evaluation.tables import factor_vae_votes
+
+    found = factor_vae_votes(record)
+    if found is None:
+        return ""
+    names, shares, column = found
+    lines = [f"FactorVAE evaluation votes: the {column} that wins each factor's votes (share of them; "
+             f"a factor that no {column} holds spreads its votes)"]
+    for name, row in zip(names, shares):
+        lines.append(f"  {name:<20} {column} {int(row.argmax())}: {row.max():.2f}")
     return "\n".join(lines) + "\n"
 
 

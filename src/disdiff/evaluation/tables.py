@@ -47,6 +47,24 @@ def flatten_scores(record: dict) -> dict[str, float]:
     return out
 
 
+def factor_vae_votes(record: dict) -> tuple[list[str], np.ndarray, str] | None:
+    """(factor names, vote shares factors x dimensions, column word) of a record's FactorVAE votes.
+
+    The column word is "unit" when the scored dimensions are the units (the per-unit reduction, or
+    one dimension per unit), otherwise "dimension". None when the record has no votes (older
+    records, FactorVAE not run, or no active dimension).
+    """
+    votes = record.get("metrics", {}).get("factor_vae", {}).get("eval_votes")
+    if not votes:
+        return None
+    from disdiff.metrics.factor_vae import vote_shares
+
+    shares = vote_shares(votes)
+    names = record.get("dataset", {}).get("factor_names") or [f"factor {k}" for k in range(len(shares))]
+    column = "unit" if record.get("representation_dims") == record.get("num_units") else "dimension"
+    return list(names), shares, column
+
+
 def headline_columns(records: Sequence[dict]) -> list[str]:
     present = []
     for record in records:

@@ -14,7 +14,10 @@ Definition.
 5. Accuracy = sum_j votes[pred(j), j] / sum(votes), on the training votes and on
    ``num_eval`` fresh evaluation votes (same classifier).
 
-Returns ``{"train_accuracy", "eval_accuracy", "num_active_dims"}``. Published settings:
+Returns ``{"train_accuracy", "eval_accuracy", "num_active_dims", "eval_votes"}``, where
+``eval_votes[k][j]`` counts the evaluation votes of factor k won by dimension j. The vote matrix
+shows *why* a score is what it is: a factor that no dimension holds spreads its votes, and the
+classifier may still credit some of them by chance. Published settings:
 batch_size 64, num_train 10000, num_eval 5000, num_variance_estimate 10000,
 prune_threshold 0.05. Chance level is about 1/K.
 
@@ -111,7 +114,7 @@ def compute_factor_vae(ground_truth_data, representation_function, random_state=
                                          random_state, chunk_size)
     active_dims = prune_dims(global_variances, prune_threshold)
     if not active_dims.any():
-        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0, "eval_votes": []}
     training_votes = generate_votes(ground_truth_data, representation_function, batch_size, num_train, random_state,
                                     global_variances, active_dims, argmin_index, chunk_size)
     classifier = np.argmax(training_votes, axis=0)
@@ -122,10 +125,26 @@ def compute_factor_vae(ground_truth_data, representation_function, random_state=
     eval_accuracy = np.sum(eval_votes[classifier, columns]) / np.sum(eval_votes)
     num_active = len(active_dims) if argmin_index == "active" else int(active_dims.sum())
     return {"train_accuracy": float(train_accuracy), "eval_accuracy": float(eval_accuracy),
-            "num_active_dims": int(num_active)}
+            "num_active_dims": int(num_active), "eval_votes": eval_votes.tolist()}
 
 
 compute = compute_factor_vae
+
+
+def vote_shares(votes) -> np.ndarray:
+    """Each factor's votes as shares over the dimensions: ``votes[k, j] / sum_j votes[k, j]``.
+
+    Row k says which dimension represents factor k, and how consistently: a factor held by one
+    dimension gives that dimension a share near 1; a factor held by none spreads its votes, and the
+    FactorVAE classifier credits whatever share its chosen dimension happens to win. A factor
+    without votes gives a row of zeros.
+    """
+    votes = np.asarray(votes, dtype=np.float64)
+    if votes.ndim != 2:
+        raise MetricError(f"FactorVAE votes must be a factors x dimensions matrix, got shape {votes.shape}")
+    totals = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, totals, out=np.zeros_like(votes), where=totals > 0)
+
 
 # The definition (module docstring) is part of the function's own docstring, for help().
 compute.__doc__ = f"{compute.__doc__}\n\n{__doc__}"

@@ -67,7 +67,7 @@ def factor_vae(ground_truth_data, representation_function, random_state, batch_s
     global_var = np.var(reps, axis=0, ddof=1)
     active = np.sqrt(global_var) >= prune_threshold
     if not active.any():
-        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0, "eval_votes": []}
 
     def votes(num_points):
         v = np.zeros((ground_truth_data.num_factors, global_var.shape[0]), dtype=np.int64)
@@ -89,7 +89,7 @@ def factor_vae(ground_truth_data, representation_function, random_state, batch_s
     eval_votes = votes(num_eval)
     return {"train_accuracy": float(np.sum(train_votes[classifier, cols]) / np.sum(train_votes)),
             "eval_accuracy": float(np.sum(eval_votes[classifier, cols]) / np.sum(eval_votes)),
-            "num_active_dims": int(active.sum())}
+            "num_active_dims": int(active.sum()), "eval_votes": eval_votes.tolist()}
 
 
 def dci(ground_truth_data, representation_function, random_state, num_train=10000, num_test=5000, batch_size=16,

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from disdiff.evaluation.tables import collect_records
+from disdiff.evaluation.tables import collect_records, factor_vae_votes
 from disdiff.pipeline.curve import describe_settings
 from disdiff.pipeline.dataset import QuickstartData
 from disdiff.pipeline.layout import QuickstartLayout
@@ -197,6 +197,7 @@ def _metrics(report: Report, summary: QuickstartSummary) -> None:
     report.paragraph(text)
     _curve(report, summary, records)
     _probe(report, records)
+    _votes(report, records)
 
 
 def _curve(report: Report, summary: QuickstartSummary, records: list[dict]) -> None:
@@ -249,6 +250,22 @@ def _probe(report: Report, records: list[dict]) -> None:
         if probe.get(key):
             report.table(header, [[str(j)] + [_fmt(v) for v in row] for j, row in enumerate(probe[key])])
             report.paragraph(caption)
+
+
+def _votes(report: Report, records: list[dict]) -> None:
+    voted = [(r, found) for r in records if (found := factor_vae_votes(r)) is not None]
+    if not voted:
+        return
+    final, (names, shares, column) = voted[-1]
+    report.heading("FactorVAE votes")
+    report.table(["factor"] + [f"{column} {j}" for j in range(shares.shape[1])],
+                 [[str(name)] + [_fmt(v) for v in row] for name, row in zip(names, shares)])
+    report.paragraph(
+        f"At step {final['step']}: for each factor, the share of its FactorVAE evaluation votes that each {column} won "
+        f"(a vote goes to the {column} whose normalised variance falls most when that factor is held fixed). A factor "
+        f"held by one {column} gives it a share near 1. A factor that none holds spreads its votes, and the score "
+        "still credits the share its majority winner takes, so read FactorVAE together with this table and the η² "
+        "above.")
 
 
 # -------------------------------------------------------------------------------------- units
