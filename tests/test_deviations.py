@@ -73,3 +73,14 @@ def test_deviations_in_use_adds_the_encoder_switches_by_their_config_path():
     params = {"train_reencoder": True, "encoder_config": {"width": 8, "downsamplings": 4, "standardize_code": True}}
     assert deviations_in_use(params) == {"train_reencoder": True, "encoder_config.standardize_code": True}
     assert deviations_in_use({"num_units": 6}) == {}
+
+
+def test_train_reencoder_until_ends_the_live_reencoder_at_its_step():
+    d = Deviations.checked(train_reencoder=True, train_reencoder_until=10)
+    assert [d.live_reencoder(step) for step in (0, 9, 10, 5000)] == [True, True, False, False]
+    assert d.in_use() == {"train_reencoder": True, "train_reencoder_until": 10}
+    assert Deviations.checked(train_reencoder=True).live_reencoder(10 ** 6)  # null: the whole run
+    assert not Deviations.checked().live_reencoder(0)  # published: the frozen copy from the start
+    for bad in (-1, 2.5, True, "100"):
+        with pytest.raises(ConfigError, match="train_reencoder_until"):
+            Deviations.checked(train_reencoder=True, train_reencoder_until=bad)

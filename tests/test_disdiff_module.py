@@ -307,12 +307,20 @@ def test_encoder_lr_multiplier_gives_the_encoder_its_own_lr(ldm_ckpt):
 def test_train_reencoder_lets_the_disentangling_loss_reach_the_encoder_weights(ldm_ckpt):
     """Published: Ê is a frozen copy, so with a field G that does not depend on the encoder the
     disentangling loss gives the encoder's weights no gradient; with train_reencoder (the
-    original's train_enc_flag) it does, through the re-encoding of the shifted prediction."""
+    original's train_enc_flag) it does, through the re-encoding of the shifted prediction, and with
+    train_reencoder_until only before that step."""
     from disdiff.models.disentangling_loss import disentangling_loss
 
+    class _Trainer:  # the module reads only global_step through its trainer
+        global_step = 50
+
     x = random_images(4, seed=3)
-    for flag in (False, True):
-        module = make_module(ldm_ckpt, train_reencoder=flag)
+    # (train_reencoder, train_reencoder_until, the step the module is at) -> is the re-encoder live?
+    cases = {(False, None, 0): False, (True, None, 0): True, (True, 60, 50): True, (True, 50, 50): False}
+    for (flag, until, step), live in cases.items():
+        module = make_module(ldm_ckpt, train_reencoder=flag, train_reencoder_until=until)
+        if step:
+            module._trainer = _Trainer()
         module.train()
         g = torch.Generator().manual_seed(0)
         z0 = module.encode_images(x)
@@ -330,10 +338,12 @@ def test_train_reencoder_lets_the_disentangling_loss_reach_the_encoder_weights(l
         module.zero_grad()
         out.loss.sum().backward()
         total = sum(float(p.grad.abs().sum()) for p in module.encoder.parameters() if p.grad is not None)
-        if flag:
-            assert total > 0
-        else:
-            assert total == 0
+        assert (total > 0) == live, (flag, until, step)
+        module._trainer = None
+    with pytest.raises(ConfigError, match="needs train_reencoder: true"):
+        make_module(ldm_ckpt, train_reencoder_until=100)
+    with pytest.raises(ConfigError, match="train_reencoder_until must be"):
+        make_module(ldm_ckpt, train_reencoder=True, train_reencoder_until=-1)
 
 
 def test_dis_weight_ramp_is_off_then_linear_then_the_published_weight(ldm_ckpt):

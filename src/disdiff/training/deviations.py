@@ -19,6 +19,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
+  ``train_reencoder_until`` (null: for the whole run) ends that at an optimizer step: the live
+  encoder before it, the published frozen copy from it on. The live re-encoder learns the object's
+  hue better early, and the frozen one lets a geometric unit grow (D21, E92, E93). Only with
+  ``train_reencoder``.
 * ``encoder_lr_multiplier`` (1): the image encoder's learning rate is the shift decoder's times this
   (a second AdamW parameter group).
 * ``dis_logit_scale`` (1): an inverse temperature on the disentangling cross-entropies' logits
@@ -109,6 +113,7 @@ class Deviations:
     dis_weight_flat_in_t: bool = False
     dis_weight_floor: float = 0.0
     train_reencoder: bool = False
+    train_reencoder_until: int | None = None
     encoder_lr_multiplier: float = 1.0
     dis_logit_scale: float = 1.0
     dis_weight_ramp: Ramp | None = None
@@ -152,6 +157,13 @@ class Deviations:
                     or not isinstance(focus[1], (int, float)) or not 0.0 <= float(focus[1]) <= 1.0):
                 raise ConfigError(f"timestep_focus must be [t_max >= 1 (an integer), fraction in [0, 1]], got {focus}")
             focus = (int(focus[0]), float(focus[1]))
+        until = v["train_reencoder_until"]
+        if until is not None:
+            if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+                raise ConfigError(f"train_reencoder_until must be a whole number of steps >= 0 or null, got {until!r}")
+            if not v["train_reencoder"]:
+                raise ConfigError("train_reencoder_until is set but train_reencoder is false: it says when the live "
+                                  "re-encoder stops, so it needs train_reencoder: true")
         reset = v["unit_reset"]
         if reset is not None:
             reset = [x for x in reset]
@@ -167,6 +179,7 @@ class Deviations:
             dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
             dis_weight_floor=float(v["dis_weight_floor"]),
             train_reencoder=bool(v["train_reencoder"]),
+            train_reencoder_until=until,
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),
             dis_logit_scale=float(v["dis_logit_scale"]),
             dis_weight_ramp=check_ramp(v["dis_weight_ramp"], "dis_weight_ramp"),
@@ -199,6 +212,10 @@ class Deviations:
     def code_kl_factor(self, step: int) -> float:
         """The factor on ``code_kl_weight`` at optimizer step ``step`` (1 without a ramp)."""
         return ramp_factor(self.code_kl_ramp, step)
+
+    def live_reencoder(self, step: int) -> bool:
+        """Whether the disentangling loss re-encodes with the live encoder at optimizer step ``step``."""
+        return self.train_reencoder and (self.train_reencoder_until is None or step < self.train_reencoder_until)
 
     def active_units(self, num_units: int, step: int) -> int:
         """How many units (the first ones) take part in the losses at ``step``."""

@@ -91,8 +91,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
-    ``train_reencoder``, ``encoder_lr_multiplier``, ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``,
-    ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
+    ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``dis_logit_scale``,
+    ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
     ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``,
     ``unit_reset``) are ``model.params`` keys whose defaults are the published behaviour; they are checked
     and kept in :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring
@@ -130,6 +130,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_weight_floor: float = 0.0,
         encoder_lr_multiplier: float = 1.0,
         train_reencoder: bool = False,
+        train_reencoder_until: int | None = None,
         dis_weight_ramp: Sequence[int] | None = None,
         dis_logit_scale: float = 1.0,
         code_kl_weight: float = 0.0,
@@ -159,6 +160,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.deviations = Deviations.checked(
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
             dis_weight_floor=dis_weight_floor, train_reencoder=train_reencoder,
+            train_reencoder_until=train_reencoder_until,
             encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
@@ -283,8 +285,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             return fn(*args, **kwargs).float()
 
     def _reencode(self, images: torch.Tensor) -> torch.Tensor:
-        """Ê(images): the frozen copy (published), or the live encoder with ``train_reencoder``."""
-        if self.deviations.train_reencoder:
+        """Ê(images): the frozen copy (published), or the live encoder with ``train_reencoder`` (until
+        ``train_reencoder_until``)."""
+        if self.deviations.live_reencoder(self._step()):
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
             if isinstance(self.encoder, ImageEncoder) and self.encoder.code_norm is not None:
