@@ -9,10 +9,11 @@ gain (how much the reconstruction loss rises when the unit's values are permuted
 images) and the factor that explains most of its variance (η²). Definitions:
 :mod:`disdiff.inference.unit_usage`.
 
-How to read it: a unit whose field share is small (a few per cent) is unused by the decoder and,
-in the experiments, never took a new factor; a unit with a live field and a gain near zero
-repeats what other units hold. Both are signs to train longer or to change the regime
-(docs/EXPERIMENTS.md, D13, D16, D19).
+How to read it: a unit whose field share is small (a few per cent) is unused by the decoder; in
+the experiments such a unit took a new factor only once (E93, after the switch to the frozen
+re-encoder), while live spare fields did several times. A unit with a live field and a gain near
+zero repeats what other units hold. Both are signs to train longer or to change the regime
+(docs/EXPERIMENTS.md, D13, D16, D19, E93).
 """
 
 from __future__ import annotations

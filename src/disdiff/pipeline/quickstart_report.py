@@ -291,8 +291,9 @@ def _units(report: Report, layout: QuickstartLayout) -> None:
         f"[{record['t_range'][0]}, {record['t_range'][1]}) (the same as `disdiff units`): the RMS of each unit's "
         "sub-gradient field G_k, and its gain, the rise of the reconstruction loss when the unit's values are "
         "permuted across the images. A unit whose field is a few per cent of the largest is unused by the decoder; "
-        "in the project's experiments such a unit never took a new factor. A unit with a live field and a gain near "
-        "zero repeats what other units hold (docs/EXPERIMENTS.md, D13, D19).")
+        "in the project's experiments such a unit took a new factor only once (E93), where live spare fields did "
+        "several times. A unit with a live field and a gain near zero repeats what other units hold "
+        "(docs/EXPERIMENTS.md, D13, D19).")
 
 
 # ------------------------------------------------------------------------------------ pictures
