@@ -98,10 +98,9 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     lines = markdown.splitlines()
     shares = list(itertools.takewhile(lambda row: row.startswith("|"), lines[unit_tables[1] + 2:]))
     assert shares and all(-1e-9 <= float(v) <= 1.0 + 1e-6 for row in shares for v in row.strip("|").split("|")[1:])
-    # The final step's FactorVAE votes: one row per factor, its shares over the units sum to 1.
-    votes = _table_rows(markdown, "factor | unit 0")
-    assert [row[0] for row in votes] == ["side", "brightness"] and all(len(row) == 3 for row in votes)
-    assert all(abs(sum(float(v) for v in row[1:]) - 1.0) < 1e-3 for row in votes)
+    # The FactorVAE votes table needs votes: this tiny code has no active dimension, so there is none.
+    final_record = json.loads(sorted((out / "stage3_disdiff" / "metrics").glob("step=*.json"))[-1].read_text())
+    assert final_record["metrics"]["factor_vae"]["eval_votes"] == [] and "## FactorVAE votes" not in markdown
     # Then which units the decoder uses: one row per unit, the largest field's share 1, factors named.
     usage = _table_rows(markdown, "unit | field RMS")
     assert [row[0] for row in usage] == ["0", "1"] and max(float(row[2]) for row in usage) == 1.0

@@ -277,3 +277,22 @@ def test_report_names_stage3_deviations(tmp_path, params, expected):
     _stage3_recipe(report, layout)
     [(kind, text)] = report.blocks
     assert kind == "paragraph" and expected in text and "Base learning rate 8e-06" in text
+
+
+def test_report_votes_table_gives_each_factors_vote_shares():
+    from disdiff.pipeline.quickstart_report import _votes
+    from disdiff.pipeline.report import Report
+
+    def record(step, votes):
+        return {"step": step, "num_units": 3, "representation_dims": 3,
+                "dataset": {"factor_names": ["hue", "size"]}, "metrics": {"factor_vae": {"eval_votes": votes}}}
+
+    report = Report("r")
+    _votes(report, [record(5, [[9, 1, 0], [0, 0, 10]]), record(10, [[10, 0, 0], [2, 2, 4]]), {"step": 12}])
+    tables = [payload for kind, payload in report.blocks if kind == "table"]
+    assert tables == [(["factor", "unit 0", "unit 1", "unit 2"],
+                       [["hue", "1.000", "0.000", "0.000"], ["size", "0.250", "0.250", "0.500"]])]
+    assert any(kind == "paragraph" and "At step 10" in text for kind, text in report.blocks)
+    empty = Report("r")
+    _votes(empty, [record(5, [])])
+    assert empty.blocks == []  # no active dimension, no votes: no table
