@@ -73,9 +73,8 @@ def main() -> None:
     parser.add_argument("--quick-dci", action="store_true", help="DCI with 2000/1000 points for non-final steps")
     parser.add_argument("--eval-only", action="store_true")
     parser.add_argument("--continue-from", default=None,
-                        help="copy another run's config and last.ckpt (or the given checkpoint file) here first, then resume "
-                             "it with the overrides "
-                             "(to change one setting of an already-trained model)")
+                        help="copy another run's config and last.ckpt (or the given checkpoint file) here first, "
+                             "then resume it with the overrides (to change one setting of an already-trained model)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
 

@@ -92,9 +92,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``dis_logit_scale``,
-    ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``, ``timestep_focus``,
-    ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``,
-    ``unit_reset``) are ``model.params`` keys whose defaults are the published behaviour; they are checked
+    ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``,
+    ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``,
+    ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published behaviour; they are checked
     and kept in :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring
     defines each.
     """
