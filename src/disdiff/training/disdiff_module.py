@@ -95,8 +95,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``,
     ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``,
     ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
-    behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations` (``self.deviations``), whose docstring
-    defines each.
+    behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
+    (``self.deviations``), whose docstring defines each.
     """
 
     def __init__(
