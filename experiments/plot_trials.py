@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from disdiff.evaluation.tables import collect_records  # noqa: E402
+
 
 def read_headlines(name: str) -> dict[int, dict[str, float]]:
     """{step: headline metrics} of an experiment (runs/exp/NAME/trial.json) or of a run directory."""
@@ -24,10 +26,10 @@ def read_headlines(name: str) -> dict[int, dict[str, float]]:
     if trial.is_file():
         points = json.loads(trial.read_text())["points"]
         return {int(step): point["headline"] for step, point in points.items()}
-    records = sorted(Path(name).glob("metrics/step=*.json"))
+    records = [r for r in collect_records(Path(name) / "metrics") if r.get("step") is not None and "headline" in r]
     if not records:
-        raise SystemExit(f"{name}: neither runs/exp/{name}/trial.json nor {name}/metrics/step=*.json exists")
-    return {record["step"]: record["headline"] for record in map(lambda f: json.loads(f.read_text()), records)}
+        raise SystemExit(f"{name}: neither runs/exp/{name}/trial.json nor result records in {name}/metrics exist")
+    return {record["step"]: record["headline"] for record in records}
 
 
 def main(out: str, names: list[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from disdiff.metrics import METRICS, PAPER_METRICS
+from disdiff.metrics.factor_vae import vote_shares
 from disdiff.utils.io import atomic_write_text
 
 #: Column order of the paper's tables (and of every table written here).
@@ -57,8 +58,6 @@ def factor_vae_votes(record: dict) -> tuple[list[str], np.ndarray, str] | None:
     votes = record.get("metrics", {}).get("factor_vae", {}).get("eval_votes")
     if not votes:
         return None
-    from disdiff.metrics.factor_vae import vote_shares
-
     shares = vote_shares(votes)
     names = record.get("dataset", {}).get("factor_names") or [f"factor {k}" for k in range(len(shares))]
     column = "unit" if record.get("representation_dims") == record.get("num_units") else "dimension"
