@@ -14,6 +14,11 @@ Prints one JSON document (one thread unless ``--threads``; run it under ``taskse
   (random weights) over a reduced ``shapes3d-synth`` grid, end to end (loading the checkpoint,
   reading the rendered cache, encoding, writing the npz). The cache is rendered beforehand, into
   a temporary folder, as a training run would have done.
+* image logger: seconds per call of what the stage-3 image logger draws every
+  ``lightning.image_logger.every_n_train_steps`` steps (``training_grids``: the images' own
+  samples and the full and partial swap grids, 8 images, the config's ``log_ddim_steps``). Set
+  against the training step time, it is the share of a training run the logging costs
+  (``--logger-sizes``, default small only).
 """
 
 from __future__ import annotations
@@ -83,6 +88,20 @@ def bench_ddim(size: str, batch: int, steps: int, reference: bool) -> dict[str, 
     return result
 
 
+def bench_image_logger(size: str, max_images: int = 8) -> dict[str, Any]:
+    from disdiff.inference.figures import training_grids
+
+    module = build_stage3(size)
+    x = images(size, max_images, seed=1)
+    steps = int(module.log_ddim_steps)
+    with torch.no_grad():
+        training_grids(module, x[:2], steps=2, eta=1.0)  # warm-up
+        grids, wall, cpu = _timed(lambda: training_grids(module, x, steps=steps, eta=1.0))
+    return {"size": size, "max_images": max_images, "ddim_steps": steps,
+            "images_drawn": sum(int(g.shape[0]) for k, g in grids.items() if k.startswith("samples")),
+            "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3)}
+
+
 def bench_export(size: str, factor_sizes: list[int], batch_size: int = 256) -> dict[str, Any]:
     from disdiff.cli.main import main as cli_main
     from disdiff.data.registry import load_dataset
@@ -113,11 +132,13 @@ def bench_export(size: str, factor_sizes: list[int], batch_size: int = 256) -> d
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", default=["small", "published"], choices=["small", "published"])
+    parser.add_argument("--sizes", nargs="*", default=["small", "published"], choices=["small", "published"])
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--ddim-batch", type=int, nargs=2, default=[16, 2], metavar=("SMALL", "PUBLISHED"))
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smaller DDIM batches and export grids, no reference at published")
+    parser.add_argument("--logger-sizes", nargs="*", default=["small"], choices=["small", "published"],
+                        help="sizes whose image-logger call is timed (default: small; none to skip)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -128,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.INFO)
     start = time.perf_counter()
-    result: dict[str, Any] = {"benchmark": "inference", "machine": machine(), "ddim": [], "export": []}
+    result: dict[str, Any] = {"benchmark": "inference", "machine": machine(), "ddim": [], "export": [],
+                              "image_logger": []}
     for size in args.sizes:
         batch = args.ddim_batch[0] if size == "small" else args.ddim_batch[1]
         if args.quick:
@@ -142,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             grid = [4, 4, 2, 2, 4, 4] if size == "published" else [4, 4, 4, 4, 4, 4]
         result["export"].append(bench_export(size, grid))
         print(f"# export {size}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    for size in args.logger_sizes:
+        result["image_logger"].append(bench_image_logger(size))
+        print(f"# image logger {size}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     emit_json(result, args.json)
     return 0

@@ -68,6 +68,19 @@ def instantiate_from_config(config: Mapping[str, Any] | DictConfig, **extra: Any
         raise ConfigError(f"cannot build {config['target']} from params {sorted(dict(params))}: {exc}") from exc
 
 
+def check_target_params(config: Mapping[str, Any] | DictConfig) -> None:
+    """The checks :func:`instantiate_from_config` makes before building, without building:
+    unknown parameter names and wrong plain types (OmegaConf's missing ``???`` passes)."""
+    if not isinstance(config, (Mapping, DictConfig)) or "target" not in config:
+        raise ConfigError(f"expected a config block with a 'target' key, got {config!r}")
+    params = config.get("params", None) or {}
+    if isinstance(params, DictConfig):
+        params = OmegaConf.to_container(params, resolve=False)
+    cls = get_obj_from_str(str(config["target"]))
+    _check_params(cls, dict(params), str(config["target"]))
+    check_param_types(cls, dict(params), str(config["target"]))
+
+
 def _check_params(cls: Any, params: dict[str, Any], target: str) -> None:
     """Name unknown keys and the valid ones, instead of a bare TypeError from deep inside."""
     try:

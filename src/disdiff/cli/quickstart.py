@@ -2,6 +2,7 @@
 
     disdiff quickstart [--out DIR] [--minutes 30] [--seed 0] [--dataset NAME_OR_PATH] [--units N]
                        [--resolution 32] [--factor-sizes 4,4,4,4,4,5] [--from-scratch]
+                       [--set STAGE:KEY=VALUE ...]
 
 Default: the built-in shapes3d-synth at 32x32. Where the package ships stage-1 and stage-2
 checkpoints for it (``disdiff/pretrained/shapes3d-synth-32/``), stage 3 starts from them and gets
@@ -21,6 +22,10 @@ The console shows one line per stage; everything else goes to ``DIR/quickstart.l
 report is ``DIR/report.md`` and ``DIR/report.html``. Run the same command again after an
 interruption: finished steps are skipped and the stage in progress resumes from its last
 checkpoint, exactly where it stopped.
+
+``--set STAGE:KEY=VALUE`` changes one config value of a stage this run trains (stage 3 only,
+unless ``--from-scratch``), e.g. ``--set disdiff:model.params.train_reencoder_until=4000``; the
+values are checked first, belong to the run's identity and are listed in the report.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--curve-points", type=int, default=4,
                         help="stage-3 checkpoints evaluated for the metric curve, the final one included (default 4)")
     parser.add_argument("--figure-steps", type=int, default=50, help="DDIM steps of the swap and traversal grids (default 50)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                        help="a config value for one stage (autoencoder, ldm or disdiff), checked before anything "
+                             "trains; repeatable, e.g. --set disdiff:model.params.train_reencoder_until=4000")
     parser.set_defaults(func=run_quickstart)
 
 
@@ -79,6 +87,6 @@ def run_quickstart(args: argparse.Namespace) -> int:
     settings = QuickstartSettings(out=Path(args.out), minutes=args.minutes, seed=args.seed, dataset=args.dataset,
                                   data_dir=args.data_dir, resolution=args.resolution, units=args.units,
                                   factor_sizes=args.factor_sizes, from_scratch=args.from_scratch,
-                                  curve_points=args.curve_points, figure_steps=args.figure_steps)
+                                  curve_points=args.curve_points, figure_steps=args.figure_steps, sets=list(args.sets))
     Quickstart(settings).run()
     return 0

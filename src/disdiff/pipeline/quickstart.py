@@ -27,11 +27,12 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from disdiff.config import load_configs
+from disdiff.config import ConfigError, load_configs
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import merge_settings, parse_settings, select_curve_steps, step_checkpoints
 from disdiff.pipeline.dataset import QuickstartData, QuickstartError, prepare_dataset
 from disdiff.pipeline.layout import QuickstartLayout
+from disdiff.pipeline.overrides import check_sets, group_sets
 from disdiff.pipeline.pretrained import StagePlan, plan_stages
 from disdiff.pipeline.progress import PipelineClock, StageLine, StageProgress, format_minutes
 from disdiff.pipeline.quickstart_report import HEADLINE, CurvePoint, QuickstartSummary, build_report
@@ -86,7 +87,8 @@ class Quickstart:
     def stage_config(self, stage: str) -> DictConfig:
         s, data, plan = self.settings, self.data, self.plan
         assert data is not None and plan is not None
-        config = load_configs(STAGE_CONFIGS[stage], list((s.overrides or {}).get(stage, [])))
+        dotlist = list((s.overrides or {}).get(stage, [])) + group_sets(s.sets).get(stage, [])
+        config = load_configs(STAGE_CONFIGS[stage], dotlist)
         params = config.data.params
         params.dataset = data.spec
         params.dataset_options = OmegaConf.merge(params.get("dataset_options") or {}, data.options)
@@ -365,6 +367,11 @@ class Quickstart:
         """Open and check the dataset, plan the stages, check the output folder: nothing is written."""
         self.data = prepare_dataset(self.settings)
         self.plan = plan_stages(self.settings, self.data.canonical)
+        if self.settings.sets:
+            try:
+                check_sets(self.settings.sets, self.plan.trained)
+            except ConfigError as exc:
+                raise QuickstartError(str(exc)) from exc
         self.clock.steps = self.step_names(self.plan.trained)
         self.check_output_folder()
 

@@ -113,6 +113,9 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
     else:
         report.paragraph("All three stages were trained from scratch in this run"
                          + (" (--from-scratch)." if s.from_scratch else "."))
+    if s.sets:
+        report.paragraph("Config values changed with --set (merged after the small configs): "
+                         + "; ".join(s.sets) + ".")
     rows = []
     for stage in STAGES:
         if stage not in plan.trained:

@@ -59,6 +59,9 @@ class QuickstartSettings:
     curve_points: int = 4
     curve_settings: list[str] = field(default_factory=lambda: list(CURVE_SETTINGS))
     overrides: dict[str, list[str]] | None = None  # extra dotlist overrides per stage
+    #: The user's ``--set STAGE:KEY=VALUE`` values (:mod:`disdiff.pipeline.overrides`), merged after
+    #: ``overrides``; part of the run's identity and listed in the report.
+    sets: list[str] = field(default_factory=list)
     metrics_settings: list[str] | None = None  # e.g. ["dci.num_train=1000"] for tiny test runs
     figure_steps: int = 50
     #: Seconds between the stage lines printed when the console is not a terminal (a terminal
@@ -84,8 +87,11 @@ class QuickstartSettings:
 
     def identity(self) -> dict[str, Any]:
         """The settings that define the run's results; an output folder holds one run of each."""
-        return {"dataset": self.dataset, "resolution": self.resolution, "factor_sizes": self.factor_sizes,
-                "units": self.units, "seed": self.seed, "from_scratch": self.from_scratch}
+        identity = {"dataset": self.dataset, "resolution": self.resolution, "factor_sizes": self.factor_sizes,
+                    "units": self.units, "seed": self.seed, "from_scratch": self.from_scratch}
+        if self.sets:  # absent when empty: folders of runs made before --set existed stay continuable
+            identity["sets"] = list(self.sets)
+        return identity
 
     def as_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self).items()}
