@@ -9,7 +9,7 @@ Runs, each in its own process on one thread (so the peak RSS of one does not hid
    at the small and published configurations (batch 32), with the stage-3 per-unit loop
    reference and the speed options;
 2. ``bench_inference.py``: conditioned DDIM (50 steps) images/s next to the per-unit loop
-   reference, and ``disdiff export`` images/s;
+   reference, ``disdiff export`` images/s, and the seconds of one stage-3 image-logger call;
 3. ``bench_metrics.py --skip-reference``: ``disdiff evaluate`` seconds per checkpoint (the
    paper's four metrics on a 480,000-image representation, published settings);
 4. ``bench_render.py``: ``shapes3d-synth`` renderer images/s (64×64, full grid).
