@@ -54,31 +54,26 @@ def instantiate_from_config(config: Mapping[str, Any] | DictConfig, **extra: Any
 
     ``extra`` keyword arguments are added to (and override) ``params``.
     """
-    if not isinstance(config, (Mapping, DictConfig)) or "target" not in config:
-        raise ConfigError(f"expected a config block with a 'target' key, got {config!r}")
-    params = config.get("params", None) or {}
-    if isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
-    cls = get_obj_from_str(str(config["target"]))
-    _check_params(cls, dict(params), str(config["target"]))
-    check_param_types(cls, dict(params), str(config["target"]))
+    cls, params = check_target_params(config, resolve=True)
     try:
-        return cls(**dict(params), **extra)
+        return cls(**params, **extra)
     except TypeError as exc:
-        raise ConfigError(f"cannot build {config['target']} from params {sorted(dict(params))}: {exc}") from exc
+        raise ConfigError(f"cannot build {config['target']} from params {sorted(params)}: {exc}") from exc
 
 
-def check_target_params(config: Mapping[str, Any] | DictConfig) -> None:
-    """The checks :func:`instantiate_from_config` makes before building, without building:
-    unknown parameter names and wrong plain types (OmegaConf's missing ``???`` passes)."""
+def check_target_params(config: Mapping[str, Any] | DictConfig, resolve: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The checks made before building a ``target``/``params`` block, without building it: unknown
+    parameter names and wrong plain types (OmegaConf's missing ``???`` passes). Returns the target
+    class and the params as a plain dict."""
     if not isinstance(config, (Mapping, DictConfig)) or "target" not in config:
         raise ConfigError(f"expected a config block with a 'target' key, got {config!r}")
     params = config.get("params", None) or {}
     if isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=False)
+        params = OmegaConf.to_container(params, resolve=resolve)
     cls = get_obj_from_str(str(config["target"]))
     _check_params(cls, dict(params), str(config["target"]))
     check_param_types(cls, dict(params), str(config["target"]))
+    return cls, dict(params)
 
 
 def _check_params(cls: Any, params: dict[str, Any], target: str) -> None:
