@@ -33,11 +33,21 @@ def test_set_values_are_split_into_each_stages_dotlist():
                 "disdiff:a b=1"]:
         with pytest.raises(ValueError, match="STAGE:KEY=VALUE"):
             parse_set(bad)
+    # Keys the quickstart sets itself would be overwritten silently: refused, naming their option.
+    for bad, option in [("disdiff:model.params.num_units=5", "--units"),
+                        ("disdiff:model.params.encoder_config.resolution=64", "--resolution"),
+                        ("disdiff:model.params.encoder_config={width: 8, resolution: 64}", "--resolution"),
+                        ("disdiff:data.params.dataset_options.factor_sizes=[2,2]", "--factor-sizes"),
+                        ("ldm:model.params.first_stage_ckpt=x.ckpt", "stage 1")]:
+        with pytest.raises(ValueError, match="not by --set") as info:
+            parse_set(bad)
+        assert option in str(info.value)
+    assert parse_set("disdiff:model.params.encoder_config.width=32")[1] == "model.params.encoder_config.width=32"
 
 
 @pytest.mark.parametrize("values, expected", [
     (["disdiff:model.params.no_such_switch=1"], ["unknown parameter(s) ['no_such_switch']", "DisDiffModule"]),
-    (["disdiff:model.params.num_units=many"], ["'num_units'", "must be int", "'many'"]),
+    (["disdiff:model.params.unit_dim=many"], ["'unit_dim'", "must be int", "'many'"]),
     (["disdiff:model.params.train_reencoder=false", "disdiff:model.params.train_reencoder_until=100"],
      ["train_reencoder_until is set but train_reencoder is false"]),
     (["disdiff:model.params.dis_logit_scale=0"], ["dis_logit_scale must be > 0"]),

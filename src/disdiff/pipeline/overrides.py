@@ -6,7 +6,8 @@ item into stage 3's config after the small model config and the quickstart's run
 value is checked before anything is written or trained: the stage must be one this run trains,
 the key must exist where the train command reads it (``lightning``, ``data``, ``model``) or be a
 parameter of the stage's model class, the value must have that parameter's type, and stage 3's
-opt-in deviations must be consistent (:class:`disdiff.training.deviations.Deviations`).
+opt-in deviations must be consistent (:class:`disdiff.training.deviations.Deviations`). Keys
+the quickstart sets itself (:data:`OWNED_KEYS`) are refused, naming the option that sets them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,20 @@ from disdiff.config import ConfigError, check_target_params, load_configs
 from disdiff.pipeline.settings import STAGE_CONFIGS, STAGES
 
 
+#: Keys the quickstart sets itself after merging (``Quickstart.stage_config``), and what sets them:
+#: a ``--set`` value there would be overwritten silently, so it is refused.
+OWNED_KEYS = {
+    "data.params.dataset": "--dataset", "data.params.dataset_options": "--dataset, --resolution and --factor-sizes",
+    "data.params.val_size": "the quickstart (from the dataset's size)", "data.params.data_dir": "--data-dir",
+    "model.params.num_units": "--units", "model.params.encoder_config.resolution": "--resolution",
+    "model.params.ldm_ckpt": "the quickstart (the packaged or this run's stage 2)",
+    "model.params.autoencoder_config.params.ddconfig.resolution": "--resolution",
+    "model.params.first_stage_config": "the quickstart (this run's stage 1)",
+    "model.params.first_stage_ckpt": "the quickstart (this run's stage 1)",
+    "model.params.unet_config.params.image_size": "the quickstart (stage 1's latent size)",
+}
+
+
 def parse_set(text: str) -> tuple[str, str]:
     """``"disdiff:model.params.x=1"`` -> ``("disdiff", "model.params.x=1")``; ValueError says what is wrong."""
     stage, sep, item = text.partition(":")
@@ -25,6 +40,9 @@ def parse_set(text: str) -> tuple[str, str]:
     key, eq, _ = item.partition("=")
     if not eq or not key.strip() or " " in key.strip():
         raise ValueError(f"--set {text!r}: expected STAGE:KEY=VALUE, e.g. disdiff:model.params.dis_weight=0.1")
+    for owned, option in OWNED_KEYS.items():
+        if key == owned or key.startswith(owned + ".") or owned.startswith(key + "."):
+            raise ValueError(f"--set {text!r}: {owned} is set by {option}, not by --set")
     return stage, item
 
 
