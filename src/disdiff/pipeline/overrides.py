@@ -55,7 +55,7 @@ def group_sets(items: list[str]) -> dict[str, list[str]]:
     return grouped
 
 
-def check_sets(items: list[str], trained: tuple[str, ...]) -> dict[str, list[str]]:
+def check_sets(items: list[str], trained: tuple[str, ...]) -> None:
     """Parse and check ``--set`` values against the stages this run trains; ConfigError names the value."""
     from disdiff.training.deviations import Deviations
     from disdiff.training.run_config import validate_config
@@ -82,4 +82,3 @@ def check_sets(items: list[str], trained: tuple[str, ...]) -> dict[str, list[str
                 Deviations.from_params(OmegaConf.to_container(config.model.params, resolve=False))
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
-    return grouped
