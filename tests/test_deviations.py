@@ -37,6 +37,8 @@ def test_values_are_normalised():
     ("nested_unit_dropout", 1.5), ("progressive_units", "500"), ("progressive_units", 2.5),
     ("progressive_units", True), ("dis_weight_ramp", [5]), ("dis_weight_ramp", [9, 3]),
     ("code_kl_ramp", [0, "x"]), ("code_kl_ramp", [-1, 4]),
+    ("encoder_lr_boost", [2000]), ("encoder_lr_boost", [2000, 0]), ("encoder_lr_boost", [-1, 4.0]),
+    ("encoder_lr_boost", [2.5, 4.0]), ("encoder_lr_boost", [True, 4.0]),
 ])
 def test_bad_values_name_their_key(key, value):
     with pytest.raises(ConfigError, match=key):

@@ -77,3 +77,10 @@ def test_linear_warmup_values():
         opt.step()
         sched.step()
     assert lrs == pytest.approx([2e-6, 2 * (1e-6 + (1 - 1e-6) / 4), 2 * (1e-6 + (1 - 1e-6) / 2), 2 * (1e-6 + (1 - 1e-6) * 0.75), 2.0, 2.0])
+
+
+def test_stepped_up_multiplies_from_its_step_on():
+    from disdiff.diffusion.lr_schedule import stepped_up
+    f = stepped_up(linear_warmup(4), from_step=2, factor=3.0)
+    assert [f(n) for n in range(6)] == pytest.approx([1e-6, 0.25 + 0.75e-6, 3 * (0.5 + 0.5e-6),
+                                                      3 * (0.75 + 0.25e-6), 3.0, 3.0])

@@ -304,6 +304,25 @@ def test_encoder_lr_multiplier_gives_the_encoder_its_own_lr(ldm_ckpt):
         make_module(ldm_ckpt, encoder_lr_multiplier=0)
 
 
+def test_encoder_lr_boost_raises_only_the_encoder_lr_and_only_from_its_step(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_lr_multiplier=0.25, encoder_lr_boost=[3, 4.0])
+    module.learning_rate = 1e-3
+    module.warmup_steps = 0
+    configured = module.configure_optimizers()
+    opt, sched = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(5):
+        lrs.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    # steps 0-2: the multiplier alone (2.5e-4); from step 3: times 4 (1e-3); the decoder's lr never moves
+    assert [round(enc / 1e-3, 6) for _, enc in lrs] == [0.25, 0.25, 0.25, 1.0, 1.0]
+    assert all(dec == pytest.approx(1e-3) for dec, _ in lrs)
+    # without the boost the scheduler is the published single warm-up lambda
+    plain = make_module(ldm_ckpt).configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert len({id(f) for f in plain.lr_lambdas}) == 1
+
+
 def test_train_reencoder_lets_the_disentangling_loss_reach_the_encoder_weights(ldm_ckpt):
     """Published: Ê is a frozen copy, so with a field G that does not depend on the encoder the
     disentangling loss gives the encoder's weights no gradient; with train_reencoder (the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["linear_warmup"]
+__all__ = ["linear_warmup", "stepped_up"]
 
 
 def linear_warmup(warmup_steps: int, f_start: float = 1e-6, f_max: float = 1.0) -> Callable[[int], float]:
@@ -29,3 +29,18 @@ def linear_warmup(warmup_steps: int, f_start: float = 1e-6, f_max: float = 1.0) 
         return f_max
 
     return multiplier
+
+
+def stepped_up(multiplier: Callable[[int], float], from_step: int, factor: float) -> Callable[[int], float]:
+    """Return ``g(n) = multiplier(n)·factor`` for ``n >= from_step``, else ``multiplier(n)``.
+
+    One parameter group's lr raised (or lowered) by a constant factor from an optimiser step on,
+    on top of the shared warm-up.
+    """
+    from_step = int(from_step)
+    factor = float(factor)
+
+    def stepped(n: int) -> float:
+        return multiplier(n) * (factor if n >= from_step else 1.0)
+
+    return stepped

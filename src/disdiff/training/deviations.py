@@ -24,7 +24,9 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   hue better early, and the frozen one lets a geometric unit grow (D21, E92, E93). Only with
   ``train_reencoder``.
 * ``encoder_lr_multiplier`` (1): the image encoder's learning rate is the shift decoder's times this
-  (a second AdamW parameter group).
+  (a second AdamW parameter group). ``encoder_lr_boost`` (null: none): ``[from_step, factor]``; from
+  that optimizer step on the encoder's learning rate is multiplied by ``factor`` as well (E97: a
+  faster encoder once the frozen re-encoder of ``train_reencoder_until`` has taken over).
 * ``dis_logit_scale`` (1): an inverse temperature on the disentangling cross-entropies' logits
   (norms of code differences).
 * ``dis_weight_ramp`` (null: the constant published weight): ``[start, end]`` optimizer steps; the
@@ -115,6 +117,7 @@ class Deviations:
     train_reencoder: bool = False
     train_reencoder_until: int | None = None
     encoder_lr_multiplier: float = 1.0
+    encoder_lr_boost: tuple[int, float] | None = None
     dis_logit_scale: float = 1.0
     dis_weight_ramp: Ramp | None = None
     code_kl_weight: float = 0.0
@@ -164,6 +167,13 @@ class Deviations:
             if not v["train_reencoder"]:
                 raise ConfigError("train_reencoder_until is set but train_reencoder is false: it says when the live "
                                   "re-encoder stops, so it needs train_reencoder: true")
+        boost = v["encoder_lr_boost"]
+        if boost is not None:
+            boost = [x for x in boost]
+            if (len(boost) != 2 or any(isinstance(x, bool) for x in boost) or not isinstance(boost[0], int)
+                    or boost[0] < 0 or not isinstance(boost[1], (int, float)) or not float(boost[1]) > 0):
+                raise ConfigError(f"encoder_lr_boost must be [from_step >= 0 (an integer), factor > 0], got {boost}")
+            boost = (int(boost[0]), float(boost[1]))
         reset = v["unit_reset"]
         if reset is not None:
             reset = [x for x in reset]
@@ -171,8 +181,8 @@ class Deviations:
                     or not isinstance(reset[0], int) or reset[0] < 1
                     or not isinstance(reset[1], (int, float)) or not 0.0 < float(reset[1]) < 1.0
                     or not isinstance(reset[2], int) or reset[2] < 0):
-                raise ConfigError(f"unit_reset must be [every >= 1 (steps), threshold in (0, 1) (R²), until >= 0 (step)], "
-                                  f"got {reset}")
+                raise ConfigError("unit_reset must be [every >= 1 (steps), threshold in (0, 1) (R²), "
+                                  f"until >= 0 (step)], got {reset}")
             reset = (int(reset[0]), float(reset[1]), int(reset[2]))
         return cls(
             dis_weight_normalize=bool(v["dis_weight_normalize"]),
@@ -181,6 +191,7 @@ class Deviations:
             train_reencoder=bool(v["train_reencoder"]),
             train_reencoder_until=until,
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),
+            encoder_lr_boost=boost,
             dis_logit_scale=float(v["dis_logit_scale"]),
             dis_weight_ramp=check_ramp(v["dis_weight_ramp"], "dis_weight_ramp"),
             code_kl_weight=float(v["code_kl_weight"]),

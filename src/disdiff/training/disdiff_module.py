@@ -38,7 +38,7 @@ from torch import nn
 
 from disdiff.config import ConfigError, plain
 from disdiff.diffusion.ema import EMA
-from disdiff.diffusion.lr_schedule import linear_warmup
+from disdiff.diffusion.lr_schedule import linear_warmup, stepped_up
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.diffusion.timesteps import sample_timesteps
 from disdiff.models.disentangling_loss import FrozenReencoder, disentangling_loss, sample_concepts
@@ -91,7 +91,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
-    ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``dis_logit_scale``,
+    ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
+    ``dis_logit_scale``,
     ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``,
     ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``,
     ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
@@ -129,6 +130,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_weight_flat_in_t: bool = False,
         dis_weight_floor: float = 0.0,
         encoder_lr_multiplier: float = 1.0,
+        encoder_lr_boost: Sequence[float] | None = None,
         train_reencoder: bool = False,
         train_reencoder_until: int | None = None,
         dis_weight_ramp: Sequence[int] | None = None,
@@ -161,7 +163,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
             dis_weight_floor=dis_weight_floor, train_reencoder=train_reencoder,
             train_reencoder_until=train_reencoder_until,
-            encoder_lr_multiplier=encoder_lr_multiplier, dis_logit_scale=dis_logit_scale,
+            encoder_lr_multiplier=encoder_lr_multiplier, encoder_lr_boost=encoder_lr_boost,
+            dis_logit_scale=dis_logit_scale,
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
@@ -449,7 +452,14 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             groups.append({"params": list(self.tc_discriminator.parameters()),
                            "lr": self.learning_rate * self.deviations.unit_tc_lr_multiplier})
         opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup(self.warmup_steps))
+        warmup = linear_warmup(self.warmup_steps)
+        boost = self.deviations.encoder_lr_boost
+        if boost is None:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup)
+        else:  # opt-in: the encoder's group (index 1) gets its own multiplier
+            lambdas = [warmup] * len(groups)
+            lambdas[1] = stepped_up(warmup, *boost)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # -- EMA ------------------------------------------------------------------------------------
