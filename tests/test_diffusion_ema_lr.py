@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from disdiff.diffusion.ema import EMA
-from disdiff.diffusion.lr_schedule import linear_warmup
+from disdiff.diffusion.lr_schedule import linear_warmup, stepped_up
 
 
 def make_model():
@@ -80,7 +80,6 @@ def test_linear_warmup_values():
 
 
 def test_stepped_up_multiplies_from_its_step_on():
-    from disdiff.diffusion.lr_schedule import stepped_up
     f = stepped_up(linear_warmup(4), from_step=2, factor=3.0)
     assert [f(n) for n in range(6)] == pytest.approx([1e-6, 0.25 + 0.75e-6, 3 * (0.5 + 0.5e-6),
                                                       3 * (0.75 + 0.25e-6), 3.0, 3.0])

@@ -92,10 +92,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
-    ``dis_logit_scale``,
-    ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``, ``progressive_units``,
-    ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``, ``unit_tc_weight``,
-    ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
+    ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
+    ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
+    ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
     behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -452,14 +451,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             groups.append({"params": list(self.tc_discriminator.parameters()),
                            "lr": self.learning_rate * self.deviations.unit_tc_lr_multiplier})
         opt = torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay)
-        warmup = linear_warmup(self.warmup_steps)
-        boost = self.deviations.encoder_lr_boost
-        if boost is None:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup)
-        else:  # opt-in: the encoder's group (index 1) gets its own multiplier
-            lambdas = [warmup] * len(groups)
-            lambdas[1] = stepped_up(warmup, *boost)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        # one warm-up for every group (what LambdaLR does with a single function), except that the
+        # opt-in encoder_lr_boost gives the encoder's group (index 1) its own stepped-up multiplier
+        lambdas = [linear_warmup(self.warmup_steps)] * len(groups)
+        if self.deviations.encoder_lr_boost is not None:
+            lambdas[1] = stepped_up(lambdas[1], *self.deviations.encoder_lr_boost)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # -- EMA ------------------------------------------------------------------------------------
