@@ -94,8 +94,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
-    ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose defaults are the published
-    behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
+    ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose
+    defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
 
