@@ -37,6 +37,7 @@ from disdiff.pipeline.pretrained import StagePlan, plan_stages
 from disdiff.pipeline.progress import PipelineClock, StageLine, StageProgress, format_minutes
 from disdiff.pipeline.quickstart_report import HEADLINE, CurvePoint, QuickstartSummary, build_report
 from disdiff.pipeline.settings import STAGE_CONFIGS, STAGE_TITLES, STAGES, QuickstartSettings
+from disdiff.pipeline.stage_timer import speed_reserve_timer
 from disdiff.utils.checkpoints import latest_checkpoint
 from disdiff.utils.io import atomic_write_json
 
@@ -195,9 +196,15 @@ class Quickstart:
             points = self.settings.curve_points
             every = int((config.get("lightning") or {}).get("checkpoint", {}).get("every_n_train_steps", 0) or 0)
             callbacks.append(BudgetCheckpoints(run.checkpoint_dir, [k / points for k in range(1, points)], every))
+        trainer_overrides: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
+        timer = speed_reserve_timer(self.settings, stage, training_seconds, self.clock.seconds_left)
+        if timer is not None:
+            callbacks.append(timer)
+        else:
+            trainer_overrides["max_time"] = {"seconds": training_seconds}
         trainer = train(
             config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
-            trainer_overrides={"max_time": {"seconds": training_seconds}, "accelerator": "cpu", "devices": 1},
+            trainer_overrides=trainer_overrides,
             extra_callbacks=callbacks,
             argv=["disdiff", "quickstart", f"--stage={stage}"],
         )
@@ -206,6 +213,8 @@ class Quickstart:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             # Lightning's timer holds the training time of all invocations (it is restored on resume).
             "training_seconds": round(float(_timer_elapsed(trainer)), 1),
+            **({"seconds_per_step": timer.seconds_per_step, "fixed_reserve_training_seconds": training_seconds}
+               if timer is not None and timer.seconds_per_step is not None else {}),
         })
 
     def final_step(self) -> int:

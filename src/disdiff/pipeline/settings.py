@@ -50,6 +50,15 @@ class QuickstartSettings:
     #: (the 120-minute run of 2026-12-04). The curve leaves points out when time runs short.
     overhead_fraction: float = 0.25
     overhead_minutes_max: float = 5.0
+    #: Stage 3 may train on into that reserve when the machine is fast enough
+    #: (:class:`disdiff.pipeline.stage_timer.SpeedReserveTimer`): the final steps are predicted as
+    #: ``tail_step_equivalents`` training steps, at the step time measured during stage 3. On a
+    #: 2-core AMD EPYC they took 204 s after 0.180 s steps, 1,131 steps' worth (seed 0, 2026-12-06),
+    #: and ~900 on a 2-core Xeon (session 17); 1,400 leaves a quarter more than the larger. The
+    #: reserve never falls below ``overhead_minutes_min`` nor rises above the fixed one.
+    speed_reserve: bool = True
+    tail_step_equivalents: float = 1400.0
+    overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last
     # validation, checkpoint and image grids; 31 s after a 12.75-minute stage-3 share), at most
     # ``stage_tail_minutes_max``.

@@ -1,0 +1,133 @@
+"""Stage 3's time limit from the measured step time (:mod:`disdiff.pipeline.stage_timer`)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+from disdiff.pipeline.settings import QuickstartSettings
+from disdiff.pipeline.stage_timer import SpeedReserveTimer, predicted_tail_seconds, speed_reserve_timer
+
+
+class FakeClock:
+    """The step-time window's clock: moves on by ``seconds_per_step`` per step :func:`_run_steps` runs."""
+
+    def __init__(self, seconds_per_step: float) -> None:
+        self.t = 0.0
+        self.seconds_per_step = seconds_per_step
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _stub_trainer():
+    return SimpleNamespace(should_stop=False, strategy=SimpleNamespace(broadcast=lambda value: value))
+
+
+def _run_steps(timer: SpeedReserveTimer, clock: FakeClock, steps: int) -> None:
+    trainer = _stub_trainer()
+    for _ in range(steps):
+        clock.t += clock.seconds_per_step
+        timer.on_train_batch_end(trainer, None, None, None, 0)
+
+
+def test_predicted_tail_is_the_step_time_times_the_tail_in_steps():
+    assert predicted_tail_seconds(0.18, 1400) == pytest.approx(252.0)
+
+
+def test_duration_is_the_fixed_budget_until_the_step_time_is_measured():
+    clock = FakeClock(0.01)
+    timer = SpeedReserveTimer(600.0, lambda: 1000.0, tail_steps=1000, warmup_steps=20, every=10, now=clock)
+    _run_steps(timer, clock, 29)  # the window opens at step 20 and closes at step 30
+    assert timer.duration_seconds == 600.0 and timer.seconds_per_step is None
+    _run_steps(timer, clock, 1)
+    assert timer.seconds_per_step == pytest.approx(0.01)
+
+
+def test_a_fast_machine_trains_until_the_predicted_final_steps_just_fit():
+    # Not started: Lightning's elapsed training time is its restored offset, here 0.
+    clock = FakeClock(0.1)
+    timer = SpeedReserveTimer(600.0, lambda: 1000.0, tail_steps=1500, min_reserve_seconds=60.0,
+                              warmup_steps=5, every=5, now=clock)
+    _run_steps(timer, clock, 10)
+    # 0 s elapsed + 1000 s left - 1500 x 0.1 s predicted for the final steps
+    assert timer.duration_seconds == pytest.approx(850.0)
+
+
+def test_the_reserve_never_falls_below_its_minimum():
+    clock = FakeClock(0.001)
+    timer = SpeedReserveTimer(600.0, lambda: 1000.0, tail_steps=1500, min_reserve_seconds=120.0,
+                              warmup_steps=5, every=5, now=clock)
+    _run_steps(timer, clock, 10)
+    assert timer.duration_seconds == pytest.approx(880.0)  # the 1.5 s predicted is below the 120 s floor
+
+
+def test_a_slow_machine_keeps_the_fixed_budget():
+    clock = FakeClock(1.0)  # 1,500 s of final steps predicted: more than the fixed reserve left
+    timer = SpeedReserveTimer(600.0, lambda: 1000.0, tail_steps=1500, warmup_steps=5, every=5, now=clock)
+    _run_steps(timer, clock, 10)
+    assert timer.duration_seconds == 600.0
+
+
+def test_elapsed_training_of_earlier_invocations_counts_and_stops_the_stage():
+    # A resumed stage: the restored Timer state says 900 s of its 1,000 s budget were trained already.
+    clock = FakeClock(0.1)
+    timer = SpeedReserveTimer(1000.0, lambda: 300.0, tail_steps=500, warmup_steps=5, every=5, now=clock)
+    timer.load_state_dict({"time_elapsed": {"train": 900.0}})
+    _run_steps(timer, clock, 10)
+    trainer_after = _stub_trainer()
+    timer.on_train_batch_end(trainer_after, None, None, None, 0)
+    # 900 s elapsed + 300 s left - 50 s predicted = 1,150 s: past the fixed 1,000 s, and still going
+    assert timer.duration_seconds == pytest.approx(1150.0) and not trainer_after.should_stop
+    timer.load_state_dict({"time_elapsed": {"train": 1160.0}})
+    timer.on_train_batch_end(trainer_after, None, None, None, 0)
+    assert trainer_after.should_stop
+
+
+def test_it_resumes_the_state_of_lightnings_own_timer():
+    from lightning.pytorch.callbacks import Timer
+
+    timer = SpeedReserveTimer(600.0, lambda: 0.0, tail_steps=1)
+    assert timer.state_key == Timer(duration={"seconds": 1}).state_key
+
+
+def test_only_stage3_gets_it_and_it_can_be_switched_off(tmp_path):
+    settings = QuickstartSettings(out=tmp_path)
+    timer = speed_reserve_timer(settings, "disdiff", 1200.0, lambda: 1500.0)
+    assert isinstance(timer, SpeedReserveTimer) and timer.min_reserve_seconds == 120.0
+    assert timer.tail_steps == settings.tail_step_equivalents
+    assert speed_reserve_timer(settings, "ldm", 1200.0, lambda: 1500.0) is None
+    settings.speed_reserve = False
+    assert speed_reserve_timer(settings, "disdiff", 1200.0, lambda: 1500.0) is None
+
+
+@pytest.mark.parametrize("time_left, stops_early", [(1e6, False), (0.0, True)])
+def test_in_a_real_fit_the_stage_trains_past_the_fixed_budget_only_when_time_allows(time_left, stops_early):
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Slow(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.05)
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    # A fixed budget of 0.5 s stops a 0.05 s/step run after about 10 of its 20 steps.
+    timer = SpeedReserveTimer(0.5, lambda: time_left, tail_steps=10, warmup_steps=2, every=2)
+    trainer = pl.Trainer(max_steps=20, callbacks=[timer], logger=False, accelerator="cpu",
+                         enable_model_summary=False, enable_progress_bar=False, enable_checkpointing=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Slow(), DataLoader(TensorDataset(torch.randn(80, 2)), batch_size=4))
+    assert (trainer.global_step < 20) == stops_early
+    assert timer.seconds_per_step is not None and timer.seconds_per_step >= 0.05
