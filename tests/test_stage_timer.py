@@ -131,3 +131,33 @@ def test_in_a_real_fit_the_stage_trains_past_the_fixed_budget_only_when_time_all
         trainer.fit(Slow(), DataLoader(TensorDataset(torch.randn(80, 2)), batch_size=4))
     assert (trainer.global_step < 20) == stops_early
     assert timer.seconds_per_step is not None and timer.seconds_per_step >= 0.05
+
+
+def test_the_report_says_what_the_measured_step_time_gave_stage3(tmp_path):
+    from disdiff.pipeline.layout import QuickstartLayout
+    from disdiff.pipeline.pretrained import StagePlan
+    from disdiff.pipeline.quickstart_report import _speed_reserve_text
+    from disdiff.utils.io import atomic_write_json
+
+    settings = QuickstartSettings(out=tmp_path)
+    layout = QuickstartLayout(tmp_path)
+    plan = StagePlan(trained=("disdiff",))
+    layout.stage_dir("disdiff").mkdir(parents=True)
+    atomic_write_json(layout.done_marker("disdiff"), {"global_step": 10, "training_seconds": 1550.0})
+    assert _speed_reserve_text(layout, plan, settings) == ""  # the fixed reserve alone (no measurement)
+    atomic_write_json(layout.done_marker("disdiff"), {"global_step": 10, "training_seconds": 1550.0,
+                                                     "seconds_per_step": 0.18, "fixed_reserve_training_seconds": 1440})
+    text = _speed_reserve_text(layout, plan, settings)
+    assert "0.180 s per step" in text and "1400 steps' worth (4m12s)" in text
+    assert "trained 1m50s beyond the 24m00s" in text
+
+
+@pytest.mark.parametrize("flag, expected", [([], True), (["--fixed-reserve"], False)])
+def test_the_cli_switches_the_measured_reserve_off_with_fixed_reserve(tmp_path, monkeypatch, flag, expected):
+    from disdiff.cli.main import main
+    from disdiff.pipeline import quickstart
+
+    seen = {}
+    monkeypatch.setattr(quickstart.Quickstart, "run", lambda self: seen.setdefault("settings", self.settings))
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), *flag]) == 0
+    assert seen["settings"].speed_reserve is expected

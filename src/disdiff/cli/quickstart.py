@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="train stages 1 and 2 too, even where the package ships their checkpoints")
     parser.add_argument("--curve-points", type=int, default=4,
                         help="stage-3 checkpoints evaluated for the metric curve, the final one included (default 4)")
+    parser.add_argument("--fixed-reserve", action="store_true",
+                        help="stop stage 3 where the fixed reserve for the final steps says (5 minutes at most), "
+                             "instead of training on into it when the measured step time says they still fit")
     parser.add_argument("--figure-steps", type=int, default=50, help="DDIM steps of the swap and traversal grids (default 50)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="a config value for one stage (autoencoder, ldm or disdiff), checked before anything "
@@ -87,6 +90,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
     settings = QuickstartSettings(out=Path(args.out), minutes=args.minutes, seed=args.seed, dataset=args.dataset,
                                   data_dir=args.data_dir, resolution=args.resolution, units=args.units,
                                   factor_sizes=args.factor_sizes, from_scratch=args.from_scratch,
-                                  curve_points=args.curve_points, figure_steps=args.figure_steps, sets=list(args.sets))
+                                  curve_points=args.curve_points, figure_steps=args.figure_steps, sets=list(args.sets),
+                                  speed_reserve=not args.fixed_reserve)
     Quickstart(settings).run()
     return 0

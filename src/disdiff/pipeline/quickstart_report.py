@@ -133,7 +133,8 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
     report.paragraph(
         f"Export, evaluation (metric curve included), figures and report took {format_minutes(overhead)} in this "
         f"invocation; the budget set {format_minutes(s.overhead_minutes() * 60)} aside for them "
-        f"(overhead_fraction {s.overhead_fraction:g}, at most {s.overhead_minutes_max:g} minutes).")
+        f"(overhead_fraction {s.overhead_fraction:g}, at most {s.overhead_minutes_max:g} minutes)."
+        + _speed_reserve_text(layout, plan, s))
     _stage3_recipe(report, layout)
     for stage in plan.trained:
         keys, title = LOSS_PLOTS[stage]
@@ -145,6 +146,21 @@ def _training(report: Report, summary: QuickstartSummary) -> None:
         if stage == "autoencoder" and series.get("val/psnr"):
             step, psnr = series["val/psnr"][-1]
             report.paragraph(f"Stage 1 held-out reconstruction PSNR at step {step}: {psnr:.2f} dB.")
+
+
+def _speed_reserve_text(layout: QuickstartLayout, plan: StagePlan, s: QuickstartSettings) -> str:
+    """What stage 3's measured step time did to that reserve (:mod:`disdiff.pipeline.stage_timer`)."""
+    if STAGES[-1] not in plan.trained:
+        return ""
+    info = layout.read_done(STAGES[-1])
+    per_step, fixed, trained = (info.get(k) for k in ("seconds_per_step", "fixed_reserve_training_seconds",
+                                                      "training_seconds"))
+    if not all(isinstance(v, (int, float)) for v in (per_step, fixed, trained)):
+        return ""
+    return (f" Stage 3 measured {per_step:.3f} s per step, predicted the final steps at {s.tail_step_equivalents:g}"
+            f" steps' worth ({format_minutes(per_step * s.tail_step_equivalents)}) and trained"
+            f" {format_minutes(max(trained - fixed, 0.0))} beyond the {format_minutes(fixed)} the fixed reserve left"
+            " (speed_reserve).")
 
 
 def _stage3_recipe(report: Report, layout: QuickstartLayout) -> None:
