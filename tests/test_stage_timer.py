@@ -61,6 +61,21 @@ def test_the_stage_trains_until_the_predicted_final_steps_just_fit(seconds_per_s
     assert timer.duration_seconds == pytest.approx(expected)
 
 
+def test_one_slow_window_does_not_stop_the_stage():
+    # A training grid (~11 s) inside one 50-step window of 0.19 s steps: that window's mean is 0.41 s,
+    # which predicts 574 s of final steps where 400 s are left; the median of the windows keeps 0.19 s.
+    clock = FakeClock(0.19)
+    timer = SpeedReserveTimer(100.0, lambda: 400.0, tail_steps=1400, warmup_steps=5, every=50, now=clock)
+    trainer = _stub_trainer()
+    for step in range(1, 5 + 50 * 4 + 1):
+        if step == 60:  # the stage has trained past its fixed 100 s budget, on the measured extension
+            timer.load_state_dict({"time_elapsed": {"train": 120.0}})
+        clock.t += 0.19 + (11.0 if step == 5 + 50 * 3 else 0.0)
+        timer.on_train_batch_end(trainer, None, None, None, 0)
+    assert timer.seconds_per_step == pytest.approx(0.19) and not trainer.should_stop
+    assert timer.duration_seconds == pytest.approx(120.0 + 400.0 - 0.19 * 1400)
+
+
 def test_elapsed_training_of_earlier_invocations_counts_and_stops_the_stage():
     # A resumed stage: the restored Timer state says 900 s of its 1,000 s budget were trained already.
     clock = FakeClock(0.1)
