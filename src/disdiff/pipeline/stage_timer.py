@@ -44,9 +44,10 @@ class SpeedReserveTimer(Timer):
     but never less than ``min_seconds``. ``seconds_left`` is the pipeline's time left for this
     stage and everything after it. The median keeps a window that held a periodic training grid
     (~11 s every 1,000 steps) from stopping the stage at once: the first version took one window's
-    mean and stopped a quickstart at the step-8,000 grid (2026-12-06). Before the first measurement the duration is ``min_seconds``, so a
-    short or slow run trains exactly as with the fixed reserve. Under DDP, Lightning's Timer
-    broadcasts rank 0's decision to stop, so every rank stops at the same step.
+    mean and stopped a quickstart at the step-8,000 grid (2026-12-06). Before the first measurement
+    the duration is ``min_seconds``, so a short or slow run trains exactly as with the fixed
+    reserve. Under DDP, Lightning's Timer broadcasts rank 0's decision to stop, so every rank stops
+    at the same step.
     """
 
     def __init__(self, min_seconds: float, seconds_left: Callable[[], float], tail_steps: float,
