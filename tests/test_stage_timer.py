@@ -153,7 +153,7 @@ def test_the_report_says_what_the_measured_step_time_gave_stage3(tmp_path):
     atomic_write_json(layout.done_marker("disdiff"), {"global_step": 10, "training_seconds": 1550.0,
                                                      "seconds_per_step": 0.18, "fixed_reserve_training_seconds": 1440})
     text = _speed_reserve_text(layout, plan, settings)
-    assert "0.180 s per step" in text and "1400 steps' worth (4m12s)" in text
+    assert "0.180 s per step" in text and f"{settings.tail_step_equivalents:g} steps' worth" in text
     assert "trained 1m50s beyond the 24m00s" in text
 
 
