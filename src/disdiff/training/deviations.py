@@ -58,6 +58,11 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   (normalised HSIC with Gaussian kernels) between different units over the batch
   (:func:`disdiff.models.unit_dependence.cross_unit_dependence`), which, unlike the correlation,
   also makes a non-monotone copy or a mixture of another unit's factors pay.
+* ``field_alignment_weight`` (0: no such term): the loss adds this weight times the mean over
+  samples and pairs of units of the squared cosine between the two units' shift fields
+  (:func:`disdiff.models.field_alignment.cross_unit_field_alignment`), so a unit whose field pushes
+  the latent the way another unit's does pays for it from the moment it forms, whatever its size
+  (D26: early in training every unit's field points the same way).
 * ``unit_tc_weight`` (0: no such term): the loss adds this weight times the units' total correlation,
   estimated by a discriminator trained alongside to tell the code from its unit-permuted copy
   (:mod:`disdiff.models.unit_total_correlation`, after FactorVAE), which, unlike a one-batch
@@ -127,6 +132,7 @@ class Deviations:
     timestep_focus: tuple[int, float] | None = None
     unit_decorrelation_weight: float = 0.0
     unit_dependence_weight: float = 0.0
+    field_alignment_weight: float = 0.0
     unit_tc_weight: float = 0.0
     unit_tc_lr_multiplier: float = 10.0
     unit_reset: tuple[int, float, int] | None = None
@@ -141,7 +147,8 @@ class Deviations:
         for name in ("encoder_lr_multiplier", "dis_logit_scale", "unit_tc_lr_multiplier"):
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
-        for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
+        for name in ("unit_decorrelation_weight", "unit_dependence_weight", "field_alignment_weight",
+                     "unit_tc_weight"):
             if float(v[name]) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {v[name]}")
         if not 0.0 <= float(v["dis_weight_floor"]) <= 1.0:
@@ -201,6 +208,7 @@ class Deviations:
             timestep_focus=focus,
             unit_decorrelation_weight=float(v["unit_decorrelation_weight"]),
             unit_dependence_weight=float(v["unit_dependence_weight"]),
+            field_alignment_weight=float(v["field_alignment_weight"]),
             unit_tc_weight=float(v["unit_tc_weight"]),
             unit_tc_lr_multiplier=float(v["unit_tc_lr_multiplier"]),
             unit_reset=reset,

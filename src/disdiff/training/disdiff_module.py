@@ -18,6 +18,8 @@ Per batch (spec 4.6): ``z0 = s·E_AE(x)`` (no grad), ``z = encoder(x)`` (grad), 
   units' mean squared cross-correlation over the batch (``train/unit_correlation``).
 * opt-in (``unit_dependence_weight > 0``, not in the paper): ``L`` gains that weight times the
   units' mean pairwise kernel CKA over the batch (``train/unit_dependence``).
+* opt-in (``field_alignment_weight > 0``, not in the paper): ``L`` gains that weight times the mean
+  squared cosine between two units' shift fields on the same sample (``train/field_alignment``).
 * opt-in (``unit_tc_weight > 0``, not in the paper): ``L`` gains that weight times the units' total
   correlation estimated by ``tc_discriminator`` (``train/unit_tc``), plus the discriminator's own
   logistic loss (``train/tc_discriminator_loss``), whose gradient reaches the discriminator only.
@@ -94,7 +96,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
-    ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose
+    ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose
     defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -141,6 +143,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         timestep_focus: Sequence[float] | None = None,
         unit_decorrelation_weight: float = 0.0,
         unit_dependence_weight: float = 0.0,
+        field_alignment_weight: float = 0.0,
         unit_tc_weight: float = 0.0,
         unit_tc_lr_multiplier: float = 10.0,
         unit_reset: Sequence[float] | None = None,
@@ -167,7 +170,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             dis_weight_ramp=dis_weight_ramp, code_kl_weight=code_kl_weight, code_kl_ramp=code_kl_ramp,
             nested_unit_dropout=nested_unit_dropout, progressive_units=progressive_units,
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
-            unit_dependence_weight=unit_dependence_weight, unit_tc_weight=unit_tc_weight,
+            unit_dependence_weight=unit_dependence_weight, field_alignment_weight=field_alignment_weight,
+            unit_tc_weight=unit_tc_weight,
             unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset)
         check_stage3_options(self.deviations, dis_loss_type=dis_loss_type, reencoder_bn_mode=reencoder_bn_mode,
                              loss_type=loss_type, dis_weight=dis_weight, num_units=num_units, unit_dim=unit_dim,
@@ -371,7 +375,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if code_kl is not None:
             result["code_kl"] = code_kl
             result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
-        penalties, added = unit_penalty_terms(z_mean, self.deviations, self.tc_discriminator, generator)
+        penalties, added = unit_penalty_terms(z_mean, self.deviations, self.tc_discriminator, generator,
+                                              fields=fields)
         result.update(penalties)
         if added is not None:  # opt-in unit penalties (training/unit_penalties.py)
             result["loss"] = result["loss"] + added

@@ -131,6 +131,6 @@ def check_stage3_options(deviations: Deviations, *, dis_loss_type: str, reencode
         raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
     if int(num_units) < 1 or int(unit_dim) < 1:
         raise ConfigError(f"num_units and unit_dim must be positive, got {num_units}, {unit_dim}")
-    for name in ("unit_decorrelation_weight", "unit_dependence_weight", "unit_tc_weight"):
+    for name in ("unit_decorrelation_weight", "unit_dependence_weight", "field_alignment_weight", "unit_tc_weight"):
         if getattr(deviations, name) > 0 and int(num_units) < 2:
             raise ConfigError(f"{name} > 0 needs num_units >= 2 (it scores pairs of units), got {num_units}")
