@@ -200,7 +200,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         )
         try:
             self.encoder = build_image_encoder(encoder_config, stage2["first_stage_config"], self.num_units,
-                                               self.unit_dim, stochastic=self.deviations.code_kl_weight > 0)
+                                               self.unit_dim, stochastic=self.deviations.code_kl_weight > 0,
+                                               frozen=(first_stage, unet, float(stage2["scale_factor"])))
         except ConfigError as exc:
             if not stage2.get("source"):
                 raise

@@ -8,6 +8,7 @@ geometry is checked against the first stage's images.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,10 +17,14 @@ from torch import nn
 
 from disdiff.config import ConfigError, instantiate_from_config, plain
 from disdiff.models.disentangling_loss import DIS_LOSS_TYPES, REENCODER_BN_MODES
+from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 from disdiff.models.image_encoder import ImageEncoder
 from disdiff.training.deviations import Deviations
 
 log = logging.getLogger(__name__)
+
+#: ``encoder_config.backbone``: the published CNN on images, or (opt-in) a head on the frozen networks' features.
+ENCODER_BACKBONES = ("cnn", "dpm")
 
 __all__ = ["resolve_ldm_checkpoint", "load_frozen_stages", "build_image_encoder", "check_stage3_options"]
 
@@ -82,16 +87,25 @@ def first_stage_geometry(first_stage_config: Mapping[str, Any]) -> tuple[int | N
 
 
 def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, Any], num_units: int,
-                        unit_dim: int, stochastic: bool = False) -> nn.Module:
+                        unit_dim: int, stochastic: bool = False,
+                        frozen: tuple[nn.Module, nn.Module, float] | None = None) -> nn.Module:
     """The image encoder of ``encoder_config``, checked against the first stage's images.
 
-    A ``target``/``params`` block builds a custom encoder as given; otherwise an
-    :class:`ImageEncoder` whose ``resolution`` and ``in_channels`` default to the first stage's and
-    must agree with them when set. ``num_units`` / ``unit_dim`` belong to ``model.params``.
+    A ``target``/``params`` block builds a custom encoder as given; ``backbone: dpm`` (opt-in) a
+    :class:`DPMFeatureEncoder` on ``frozen`` = (first stage, UNet, scale factor), with only the keys
+    ``hidden`` and ``feature_t`` besides; otherwise an :class:`ImageEncoder` whose ``resolution`` and
+    ``in_channels`` default to the first stage's and must agree with them when set. ``num_units`` /
+    ``unit_dim`` belong to ``model.params``.
     """
     if "target" in encoder_config:
         return instantiate_from_config(encoder_config)
     res, ch = first_stage_geometry(first_stage_config)
+    backbone = encoder_config.get("backbone", "cnn")
+    if backbone not in ENCODER_BACKBONES:
+        raise ConfigError(f"encoder_config.backbone must be one of {ENCODER_BACKBONES}, got {backbone!r}")
+    if backbone == "dpm":
+        return _dpm_feature_encoder(encoder_config, res, ch, num_units, unit_dim, stochastic, frozen)
+    encoder_config = {key: value for key, value in encoder_config.items() if key != "backbone"}
     kwargs = dict(encoder_config)
     for key, value in (("num_units", num_units), ("unit_dim", unit_dim)):
         if key in kwargs and int(kwargs.pop(key)) != value:
@@ -110,6 +124,34 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
         return ImageEncoder(num_units=num_units, unit_dim=unit_dim, **kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {encoder_config}: {exc}") from exc
+
+
+def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch: int | None, num_units: int,
+                         unit_dim: int, stochastic: bool,
+                         frozen: tuple[nn.Module, nn.Module, float] | None) -> DPMFeatureEncoder:
+    """``encoder_config.backbone: dpm``: the head on the frozen networks' features, checked."""
+    cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters) - {"self", "num_units", "unit_dim"}
+    unknown = set(encoder_config) - {"backbone", "hidden", "feature_t"} - cnn_keys
+    if unknown:
+        raise ConfigError(f"encoder_config.backbone: dpm takes the keys hidden and feature_t, got {sorted(unknown)}")
+    if res is not None and int(encoder_config.get("resolution", res)) != res:
+        raise ConfigError(f"encoder_config.resolution={encoder_config['resolution']} but the first stage works on "
+                          f"{res}x{res} images")
+    ignored = sorted(set(encoder_config) & cnn_keys - {"resolution", "in_channels"})
+    if ignored:  # a config merged over the published CNN's carries its keys
+        log.warning("encoder_config.backbone: dpm ignores the CNN encoder's keys %s", ignored)
+    if stochastic:
+        raise ConfigError("code_kl_weight > 0 needs the CNN image encoder (encoder_config.backbone: cnn)")
+    if frozen is None or res is None or ch is None:
+        raise ConfigError("encoder_config.backbone: dpm needs the frozen first stage and UNet, and the first "
+                          "stage's image size and channels in its config")
+    first_stage, unet, scale_factor = frozen
+    try:
+        return DPMFeatureEncoder(first_stage, unet, scale_factor, (ch, res, res), num_units, unit_dim,
+                                 hidden=int(encoder_config.get("hidden", 256)),
+                                 feature_t=int(encoder_config.get("feature_t", 0)))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 
 
 def check_stage3_options(deviations: Deviations, *, dis_loss_type: str, reencoder_bn_mode: str, loss_type: str,

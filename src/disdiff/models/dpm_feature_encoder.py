@@ -1,0 +1,78 @@
+"""An image encoder that reads the frozen stage-1/2 networks' features (opt-in
+``encoder_config.backbone: dpm``, a deviation from the paper).
+
+Why (docs/EXPERIMENTS.md, D27): the published encoder is a CNN trained from scratch, and at
+initialisation its code varies with the colours and hardly with the geometry (shapes3d-synth: the
+orientation explains 1 % of a fresh unit's variance, scale and shape under 1 %). The shift decoder
+can only learn to use what a code already varies with, and L_r then asks the units for nothing else
+(D16), so every unit becomes a colour. The frozen stage-2 UNet had to learn the objects' geometry to
+denoise them: on clean latents its encoder half's features give a linear probe shape 0.89 and
+orientation 0.60 (chance 0.25 and 0.07), and the orientation explains ~6 % of their variance. A code
+read from them starts with the geometry in it.
+
+Layers, for an image ``x`` in [−1, 1]:
+
+1. the first stage's latent (VQ: before quantisation; KL: the posterior mode) times the stage-2
+   ``scale_factor`` — the latent the UNet was trained on;
+2. the frozen UNet's encoder half at ``t = feature_t`` on that latent (clean: no noise is drawn);
+3. every level's output average-pooled over space, and the lowest level's output flattened,
+   concatenated (``F`` features);
+4. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``.
+
+Only step 4 is trained. The frozen networks are the stage-3 module's own (``first_stage`` and
+``denoiser.unet``); this encoder holds them without registering them, so they add nothing to its
+parameters, state dict or mode switches, and no gradient reaches their weights. Gradients do flow
+through them to the images, as the disentangling loss's re-encoding needs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DPMFeatureEncoder"]
+
+
+def clean_latent(first_stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The first stage's deterministic latent of images ``x``: the VQ pre-quantisation latent, or the
+    KL posterior's mode (``encode_to_latent`` of a KL autoencoder draws a sample)."""
+    posterior_encode = getattr(first_stage, "encode", None)
+    if hasattr(first_stage, "quantize") or posterior_encode is None:
+        return first_stage.encode_to_latent(x)
+    return posterior_encode(x).mode()
+
+
+class DPMFeatureEncoder(nn.Module):
+    """``x → z``: a trained head on the frozen first stage's and UNet encoder half's features (module docstring).
+
+    ``forward(x)`` returns the flat code ``(B, N·d)``, as :class:`disdiff.models.image_encoder.ImageEncoder`.
+    """
+
+    def __init__(self, first_stage: nn.Module, unet: nn.Module, scale_factor: float, image_shape: tuple[int, int, int],
+                 num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0) -> None:
+        super().__init__()
+        if int(hidden) < 1 or int(feature_t) < 0:
+            raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
+        self._frozen = (first_stage, unet)  # a tuple: not registered, so not this module's parameters
+        self.scale_factor = float(scale_factor)
+        self.feature_t = int(feature_t)
+        self.num_units, self.unit_dim = int(num_units), int(unit_dim)
+        with torch.no_grad():
+            num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
+        self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
+                                  nn.Linear(int(hidden), self.num_units * self.unit_dim))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps 1-3: ``(B, F)`` frozen features of images ``x``."""
+        first_stage, unet = self._frozen
+        latent = self.scale_factor * clean_latent(first_stage, x)
+        t = torch.full((x.shape[0],), self.feature_t, dtype=torch.long, device=x.device)
+        _, hs = unet.encode(latent, t)
+        return torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def encode_units(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, d)``."""
+        return self.forward(x).reshape(x.shape[0], self.num_units, self.unit_dim)

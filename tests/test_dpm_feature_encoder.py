@@ -1,0 +1,82 @@
+"""The opt-in image encoder on the frozen stage-1/2 networks' features (``encoder_config.backbone: dpm``):
+what it trains, where gradients go, that it round-trips through a checkpoint, and its config errors."""
+
+import pytest
+import torch
+from disdiff_support import make_module, random_images, randomize_shift_output
+
+from disdiff.config import ConfigError
+from disdiff.models.disentangling_loss import FrozenReencoder
+from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
+from disdiff.training.deviations import deviations_in_use
+
+DPM = {"backbone": "dpm", "hidden": 16}
+
+
+def test_only_the_head_is_the_encoders_own(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config=DPM)
+    encoder = module.encoder
+    assert isinstance(encoder, DPMFeatureEncoder)
+    assert all(name.startswith("head.") for name, _ in encoder.named_parameters())
+    assert all(key.startswith("encoder.head.") for key in module.state_dict() if key.startswith("encoder."))
+    x = random_images(4)
+    z = encoder(x)
+    assert z.shape == (4, module.num_units * module.unit_dim)
+    assert torch.equal(z, encoder(x))  # deterministic: a clean latent at t = 0, no noise draw
+    assert encoder.encode_units(x).shape == (4, module.num_units, module.unit_dim)
+
+
+def test_gradients_reach_the_head_and_the_images_but_no_frozen_weight(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config=DPM)
+    x = random_images(4).requires_grad_(True)
+    module.encoder(x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.encoder.parameters())
+    assert x.grad is not None and x.grad.abs().sum() > 0  # the disentangling loss re-encodes decoded images
+    frozen = list(module.first_stage.parameters()) + list(module.denoiser.unet.parameters())
+    assert frozen and all(p.grad is None for p in frozen)
+
+
+def test_the_frozen_networks_stay_in_eval_mode(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config=DPM)
+    module.train()
+    FrozenReencoder("train")(module.encoder, random_images(3))
+    module.encoder.train(True)
+    assert not module.first_stage.training and not module.denoiser.unet.training
+
+
+@pytest.mark.parametrize("train_reencoder", [False, True])
+def test_the_losses_train_with_either_re_encoder(ldm_ckpt, train_reencoder):
+    module = make_module(ldm_ckpt, encoder_config=DPM, dis_weight=0.5, train_reencoder=train_reencoder)
+    randomize_shift_output(module)  # G = 0 at initialisation gives the disentangling loss zero weight
+    out = module.compute_losses(random_images(6), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["loss_dis"].item() > 0
+    out["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.encoder.parameters())
+
+
+def test_a_checkpoint_restores_the_same_codes(ldm_ckpt, tmp_path):
+    module = make_module(ldm_ckpt, encoder_config=DPM, seed=0)
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    other = make_module(ldm_ckpt, encoder_config=DPM, seed=1)
+    x = random_images(4)
+    assert not torch.allclose(other.encoder(x), module.encoder(x))
+    other.load_state_dict(torch.load(tmp_path / "state.pt"))
+    assert torch.equal(other.encoder(x), module.encoder(x))
+
+
+def test_it_is_listed_as_a_deviation():
+    assert deviations_in_use({"encoder_config": DPM}) == {"encoder_config.backbone": "dpm",
+                                                          "encoder_config.hidden": 16}
+    assert deviations_in_use({"encoder_config": {"width": 8, "backbone": "cnn"}}) == {}
+
+
+@pytest.mark.parametrize("config, kwargs, message", [
+    ({"backbone": "resnet"}, {}, "encoder_config.backbone must be one of"),
+    ({"backbone": "dpm", "depth": 3}, {}, "takes the keys hidden and feature_t"),
+    ({"backbone": "dpm", "resolution": 32}, {}, "encoder_config.resolution=32"),
+    ({"backbone": "dpm", "hidden": 0}, {}, "hidden must be >= 1"),
+    ({"backbone": "dpm"}, {"code_kl_weight": 0.1}, "code_kl_weight > 0 needs the CNN image encoder"),
+])
+def test_bad_settings_name_the_key(ldm_ckpt, config, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_module(ldm_ckpt, encoder_config=config, **kwargs)
