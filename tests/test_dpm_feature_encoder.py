@@ -3,8 +3,9 @@ what it trains, where gradients go, that it round-trips through a checkpoint, an
 
 import pytest
 import torch
-from disdiff_support import make_module, random_images, randomize_shift_output
+from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
 
+from disdiff.api import DisDiff
 from disdiff.config import ConfigError
 from disdiff.models.disentangling_loss import FrozenReencoder
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
@@ -54,14 +55,17 @@ def test_the_losses_train_with_either_re_encoder(ldm_ckpt, train_reencoder):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.encoder.parameters())
 
 
-def test_a_checkpoint_restores_the_same_codes(ldm_ckpt, tmp_path):
-    module = make_module(ldm_ckpt, encoder_config=DPM, seed=0)
-    torch.save(module.state_dict(), tmp_path / "state.pt")
-    other = make_module(ldm_ckpt, encoder_config=DPM, seed=1)
+def test_a_checkpoint_restores_the_same_codes_and_the_image_geometry(ldm_ckpt, tmp_path):
+    module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
+    path = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
     x = random_images(4)
-    assert not torch.allclose(other.encoder(x), module.encoder(x))
-    other.load_state_dict(torch.load(tmp_path / "state.pt"))
-    assert torch.equal(other.encoder(x), module.encoder(x))
+    assert not torch.allclose(make_module(ldm_ckpt, encoder_config=DPM, seed=1).encoder(x), module.encoder(x))
+    model = DisDiff.load(path)
+    assert model.image_shape == (3, IMAGE_SIZE, IMAGE_SIZE)  # what export checks the data against
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), module.encode_representation(x), atol=1e-6)
 
 
 def test_it_is_listed_as_a_deviation():

@@ -57,6 +57,8 @@ class DPMFeatureEncoder(nn.Module):
         self.scale_factor = float(scale_factor)
         self.feature_t = int(feature_t)
         self.num_units, self.unit_dim = int(num_units), int(unit_dim)
+        # The image geometry, as ImageEncoder records it (export and training check data against it).
+        self.in_channels, self.resolution = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
         with torch.no_grad():
             num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
         self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
