@@ -71,6 +71,8 @@ def test_a_checkpoint_restores_the_same_codes_and_the_image_geometry(ldm_ckpt, t
 def test_it_is_listed_as_a_deviation():
     assert deviations_in_use({"encoder_config": DPM}) == {"encoder_config.backbone": "dpm",
                                                           "encoder_config.hidden": 16}
+    assert deviations_in_use({"encoder_config": {"width": 64, "resolution": 32, **DPM}}) == {
+        "encoder_config.backbone": "dpm", "encoder_config.hidden": 16}  # the CNN's keys are not its deviations
     assert deviations_in_use({"encoder_config": {"width": 8, "backbone": "cnn"}}) == {}
 
 
@@ -78,6 +80,7 @@ def test_it_is_listed_as_a_deviation():
     ({"backbone": "resnet"}, {}, "encoder_config.backbone must be one of"),
     ({"backbone": "dpm", "depth": 3}, {}, "takes the keys hidden and feature_t"),
     ({"backbone": "dpm", "resolution": 32}, {}, "encoder_config.resolution=32"),
+    ({"backbone": "dpm", "in_channels": 1}, {}, "encoder_config.in_channels=1"),
     ({"backbone": "dpm", "hidden": 0}, {}, "hidden must be >= 1"),
     ({"backbone": "dpm"}, {"code_kl_weight": 0.1}, "code_kl_weight > 0 needs the CNN image encoder"),
 ])

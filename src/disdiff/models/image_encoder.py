@@ -106,10 +106,10 @@ OPT_IN_SWITCHES = ("unit_branches", "whiten_features", "standardize_code", "read
 
 def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of ``encoder_config`` among :data:`OPT_IN_SWITCHES` set away from their published default,
-    and ``backbone`` with its keys when it is not the published CNN
-    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`)."""
+    or, when ``backbone`` is not the published CNN, ``backbone`` and the keys of that encoder
+    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``)."""
     if encoder_config.get("backbone", "cnn") != "cnn":
-        return dict(encoder_config)
+        return {key: value for key, value in encoder_config.items() if key in ("backbone", "hidden", "feature_t")}
     defaults = inspect.signature(ImageEncoder.__init__).parameters
     return {key: value for key, value in encoder_config.items()
             if key in OPT_IN_SWITCHES and value != defaults[key].default}

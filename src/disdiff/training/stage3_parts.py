@@ -92,10 +92,11 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
     """The image encoder of ``encoder_config``, checked against the first stage's images.
 
     A ``target``/``params`` block builds a custom encoder as given; ``backbone: dpm`` (opt-in) a
-    :class:`DPMFeatureEncoder` on ``frozen`` = (first stage, UNet, scale factor), with only the keys
-    ``hidden`` and ``feature_t`` besides; otherwise an :class:`ImageEncoder` whose ``resolution`` and
-    ``in_channels`` default to the first stage's and must agree with them when set. ``num_units`` /
-    ``unit_dim`` belong to ``model.params``.
+    :class:`DPMFeatureEncoder` on ``frozen`` = (first stage, UNet, scale factor), configured by the keys
+    ``hidden`` and ``feature_t`` (the CNN's keys, which a config merged over the published one
+    carries, are ignored with a warning, except ``resolution`` and ``in_channels``, which are checked);
+    otherwise an :class:`ImageEncoder` whose ``resolution`` and ``in_channels`` default to the first
+    stage's and must agree with them when set. ``num_units`` / ``unit_dim`` belong to ``model.params``.
     """
     if "target" in encoder_config:
         return instantiate_from_config(encoder_config)
@@ -137,6 +138,9 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
     if res is not None and int(encoder_config.get("resolution", res)) != res:
         raise ConfigError(f"encoder_config.resolution={encoder_config['resolution']} but the first stage works on "
                           f"{res}x{res} images")
+    if ch is not None and int(encoder_config.get("in_channels", ch)) != ch:
+        raise ConfigError(f"encoder_config.in_channels={encoder_config['in_channels']} but the first stage's images "
+                          f"have {ch} channels")
     ignored = sorted(set(encoder_config) & cnn_keys - {"resolution", "in_channels"})
     if ignored:  # a config merged over the published CNN's carries its keys
         log.warning("encoder_config.backbone: dpm ignores the CNN encoder's keys %s", ignored)
