@@ -210,7 +210,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                               f"stage-3 config: {exc}") from exc
         if self.deviations.unit_reset is not None and not isinstance(getattr(self.encoder, "fc", None), nn.Linear):
             raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
-                              "(encoder_config without 'target' or unit_branches)")
+                              "(encoder_config: the CNN backbone, without 'target' or unit_branches)")
         self.last_codes: torch.Tensor | None = None  # the last training batch's codes, for unit_reset
         self.tc_discriminator = (TotalCorrelationDiscriminator(self.num_units * self.unit_dim)
                                  if self.deviations.unit_tc_weight > 0 else None)
