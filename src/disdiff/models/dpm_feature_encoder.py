@@ -30,7 +30,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["DPMFeatureEncoder"]
+__all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
+
+#: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
+CONFIG_KEYS = ("backbone", "hidden", "feature_t")
 
 
 def clean_latent(first_stage: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,8 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
     or, when ``backbone`` is not the published CNN, ``backbone`` and the keys of that encoder
     (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``)."""
     if encoder_config.get("backbone", "cnn") != "cnn":
-        return {key: value for key, value in encoder_config.items() if key in ("backbone", "hidden", "feature_t")}
+        from disdiff.models.dpm_feature_encoder import CONFIG_KEYS  # not at the top: that module is optional here
+        return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS}
     defaults = inspect.signature(ImageEncoder.__init__).parameters
     return {key: value for key, value in encoder_config.items()
             if key in OPT_IN_SWITCHES and value != defaults[key].default}

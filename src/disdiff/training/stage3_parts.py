@@ -17,7 +17,7 @@ from torch import nn
 
 from disdiff.config import ConfigError, instantiate_from_config, plain
 from disdiff.models.disentangling_loss import DIS_LOSS_TYPES, REENCODER_BN_MODES
-from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
+from disdiff.models.dpm_feature_encoder import CONFIG_KEYS as DPM_ENCODER_KEYS, DPMFeatureEncoder
 from disdiff.models.image_encoder import ImageEncoder
 from disdiff.training.deviations import Deviations
 
@@ -132,7 +132,7 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                          frozen: tuple[nn.Module, nn.Module, float] | None) -> DPMFeatureEncoder:
     """``encoder_config.backbone: dpm``: the head on the frozen networks' features, checked."""
     cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters) - {"self", "num_units", "unit_dim"}
-    unknown = set(encoder_config) - {"backbone", "hidden", "feature_t"} - cnn_keys
+    unknown = set(encoder_config) - set(DPM_ENCODER_KEYS) - cnn_keys
     if unknown:
         raise ConfigError(f"encoder_config.backbone: dpm takes the keys hidden and feature_t, got {sorted(unknown)}")
     if res is not None and int(encoder_config.get("resolution", res)) != res:
