@@ -1,9 +1,11 @@
 """The opt-in image encoder on the frozen stage-1/2 networks' features (``encoder_config.backbone: dpm``):
 what it trains, where gradients go, that it round-trips through a checkpoint, and its config errors."""
 
+import numpy as np
 import pytest
 import torch
-from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
+from disdiff_support import (IMAGE_SIZE, make_ldm_checkpoint, make_module, random_images,
+                             randomize_shift_output)
 
 from disdiff.api import DisDiff
 from disdiff.config import ConfigError
@@ -68,17 +70,58 @@ def test_a_checkpoint_restores_the_same_codes_and_the_image_geometry(ldm_ckpt, t
         assert torch.allclose(model.encode(x), module.encode_representation(x), atol=1e-6)
 
 
+def test_standardize_code_fixes_the_codes_scale_and_re_encodes_with_running_statistics(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, seed=0)
+    encoder = module.encoder.train()
+    x = random_images(16)
+    z = encoder(x)
+    assert torch.allclose(z.mean(dim=0), torch.zeros(z.shape[1]), atol=1e-5)
+    # Unit variance up to BatchNorm's eps (the fresh head's outputs have a small variance v: v / (v + eps)).
+    assert torch.allclose(z.var(dim=0, unbiased=False), torch.ones(z.shape[1]), atol=0.02)
+    with torch.no_grad():  # the bound: scaling the head's output leaves the code unchanged
+        encoder.head[-1].weight.mul_(10.0)
+        encoder.head[-1].bias.mul_(10.0)
+    assert torch.allclose(encoder(x), z, atol=0.02)
+    # Re-encodings of generated images: the running statistics, which they must not update.
+    stats = encoder.code_norm.running_mean.clone(), encoder.code_norm.running_var.clone()
+    generated = random_images(5)
+    code = encoder(generated, running_code_stats=True)
+    assert torch.equal(encoder.code_norm.running_mean, stats[0]) and torch.equal(encoder.code_norm.running_var, stats[1])
+    expected = (encoder.head(encoder.features(generated)) - stats[0]) / torch.sqrt(stats[1] + encoder.code_norm.eps)
+    assert torch.allclose(code, expected, atol=1e-5)
+    assert {key for key in module.state_dict() if key.startswith("encoder.code_norm.")} >= {
+        "encoder.code_norm.running_mean", "encoder.code_norm.running_var"}
+
+
+def test_the_live_re_encoder_uses_the_running_statistics(ldm_ckpt, monkeypatch):
+    module = make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, dis_weight=0.5,
+                         train_reencoder=True).train()
+    randomize_shift_output(module)
+    calls = []
+    forward = type(module.encoder).forward
+
+    def spy(self, x, running_code_stats=False):
+        calls.append(running_code_stats)
+        return forward(self, x, running_code_stats)
+
+    monkeypatch.setattr(type(module.encoder), "forward", spy)
+    out = module.compute_losses(random_images(6), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and out["loss_dis"].item() > 0
+    assert calls[0] is False and True in calls  # the real batch, then the re-encodings
+
+
 def test_it_is_listed_as_a_deviation():
     assert deviations_in_use({"encoder_config": DPM}) == {"encoder_config.backbone": "dpm",
                                                           "encoder_config.hidden": 16}
     assert deviations_in_use({"encoder_config": {"width": 64, "resolution": 32, **DPM}}) == {
         "encoder_config.backbone": "dpm", "encoder_config.hidden": 16}  # the CNN's keys are not its deviations
+    assert deviations_in_use({"encoder_config": {**DPM, "standardize_code": True}})["encoder_config.standardize_code"]
     assert deviations_in_use({"encoder_config": {"width": 8, "backbone": "cnn"}}) == {}
 
 
 @pytest.mark.parametrize("config, kwargs, message", [
     ({"backbone": "resnet"}, {}, "encoder_config.backbone must be one of"),
-    ({"backbone": "dpm", "depth": 3}, {}, "takes the keys hidden and feature_t"),
+    ({"backbone": "dpm", "depth": 3}, {}, "takes the keys hidden, feature_t, standardize_code"),
     ({"backbone": "dpm", "resolution": 32}, {}, "encoder_config.resolution=32"),
     ({"backbone": "dpm", "in_channels": 1}, {}, "encoder_config.in_channels=1"),
     ({"backbone": "dpm", "hidden": 0}, {}, "hidden must be >= 1"),
@@ -87,3 +130,46 @@ def test_it_is_listed_as_a_deviation():
 def test_bad_settings_name_the_key(ldm_ckpt, config, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         make_module(ldm_ckpt, encoder_config=config, **kwargs)
+
+
+class _Images:
+    """A dataset's image interface (``len``, ``images(indices)``) over fixed random images."""
+
+    def __init__(self, n: int) -> None:
+        self.x = random_images(n, seed=3).numpy()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def images(self, indices):
+        return self.x[indices]
+
+
+def test_an_export_through_the_feature_cache_equals_the_direct_one_and_computes_features_once(
+        ldm_ckpt, tmp_path, monkeypatch):
+    from disdiff.evaluation.export import FrozenFeatureCache, export_representations
+
+    data = _Images(10)
+    first = DisDiff(make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, seed=0))
+    second = DisDiff(make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, seed=1))
+    direct = [export_representations(model, data, batch_size=4, progress=False) for model in (first, second)]
+    assert not np.allclose(direct[0], direct[1])  # two heads, so a cache that mixed them up would show
+    other = DisDiff(make_module(make_ldm_checkpoint(tmp_path / "other.ckpt", seed=7), encoder_config=DPM, seed=0))
+
+    calls = []
+    features = DPMFeatureEncoder.features
+    monkeypatch.setattr(DPMFeatureEncoder, "features", lambda self, x: calls.append(len(x)) or features(self, x))
+    cache = FrozenFeatureCache()
+    cached = [export_representations(model, data, batch_size=4, progress=False, feature_cache=cache)
+              for model in (first, second)]
+    for got, want in zip(cached, direct):
+        assert got.shape == (10, 3, 4) and np.allclose(got, want, atol=1e-5)
+    assert sum(calls) == 10  # the second checkpoint, with the same frozen networks, ran only its head
+    # Other frozen networks give other features: computed again, not served from the cache.
+    assert np.allclose(export_representations(other, data, 4, False, feature_cache=cache),
+                       export_representations(other, data, 4, False), atol=1e-5)
+    assert sum(calls) == 10 + 10 + 10  # other's features into the cache, then its direct export
+    # The published CNN encoder ignores the cache.
+    cnn = DisDiff(make_module(ldm_ckpt, seed=0))
+    assert np.allclose(export_representations(cnn, data, 4, False, feature_cache=cache),
+                       export_representations(cnn, data, 4, False))

@@ -17,9 +17,13 @@ Layers, for an image ``x`` in [−1, 1]:
 2. the frozen UNet's encoder half at ``t = feature_t`` on that latent (clean: no noise is drawn);
 3. every level's output average-pooled over space, and the lowest level's output flattened,
    concatenated (``F`` features);
-4. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``.
+4. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``;
+5. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
+   encoder's switch of that name: every code dimension has unit variance over real images, so the
+   code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
+   output scale closed a loop that diverged (docs/EXPERIMENTS.md, E99 seed 2).
 
-Only step 4 is trained. The frozen networks are the stage-3 module's own (``first_stage`` and
+Only steps 4-5 are trained. The frozen networks are the stage-3 module's own (``first_stage`` and
 ``denoiser.unet``); this encoder holds them without registering them, so they add nothing to its
 parameters, state dict or mode switches, and no gradient reaches their weights. Gradients do flow
 through them to the images, as the disentangling loss's re-encoding needs.
@@ -27,13 +31,16 @@ through them to the images, as the disentangling loss's re-encoding needs.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
-CONFIG_KEYS = ("backbone", "hidden", "feature_t")
+CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code")
 
 
 def clean_latent(first_stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +59,8 @@ class DPMFeatureEncoder(nn.Module):
     """
 
     def __init__(self, first_stage: nn.Module, unet: nn.Module, scale_factor: float, image_shape: tuple[int, int, int],
-                 num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0) -> None:
+                 num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
+                 standardize_code: bool = False) -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
             raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
@@ -66,6 +74,7 @@ class DPMFeatureEncoder(nn.Module):
             num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
         self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
                                   nn.Linear(int(hidden), self.num_units * self.unit_dim))
+        self.code_norm = nn.BatchNorm1d(self.num_units * self.unit_dim, affine=False) if standardize_code else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Steps 1-3: ``(B, F)`` frozen features of images ``x``."""
@@ -75,8 +84,31 @@ class DPMFeatureEncoder(nn.Module):
         _, hs = unet.encode(latent, t)
         return torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+    def features_fingerprint(self) -> str:
+        """A digest of everything :meth:`features` depends on (the frozen weights, ``scale_factor`` and
+        ``feature_t``): equal digests give equal features, so they can be computed once for many heads."""
+        digest = hashlib.sha1(f"{self.scale_factor!r}/{self.feature_t}".encode())
+        for network in self._frozen:
+            for name, tensor in network.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def forward(self, x: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
+        """The flat code ``(B, N·d)``. ``running_code_stats`` as :meth:`ImageEncoder.forward
+        <disdiff.models.image_encoder.ImageEncoder.forward>`: with ``standardize_code``, standardise with
+        the running statistics without updating them (re-encodings of generated images)."""
+        return self.code_from_features(self.features(x), running_code_stats)
+
+    def code_from_features(self, features: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
+        """Steps 4-5 on precomputed :meth:`features` (what an export of many checkpoints shares)."""
+        code = self.head(features)
+        if self.code_norm is None:
+            return code
+        if running_code_stats:
+            norm = self.code_norm
+            return F.batch_norm(code, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+        return self.code_norm(code)
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, d)``."""

@@ -107,7 +107,8 @@ OPT_IN_SWITCHES = ("unit_branches", "whiten_features", "standardize_code", "read
 def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of ``encoder_config`` among :data:`OPT_IN_SWITCHES` set away from their published default,
     or, when ``backbone`` is not the published CNN, ``backbone`` and the keys of that encoder
-    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``)."""
+    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``,
+    ``standardize_code``)."""
     if encoder_config.get("backbone", "cnn") != "cnn":
         from disdiff.models.dpm_feature_encoder import CONFIG_KEYS  # not at the top: that module is optional here
         return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS}

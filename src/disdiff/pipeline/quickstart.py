@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, load_configs
+from disdiff.evaluation.export import FrozenFeatureCache
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import merge_settings, parse_settings, select_curve_steps, step_checkpoints
 from disdiff.pipeline.dataset import QuickstartData, QuickstartError, prepare_dataset
@@ -62,6 +63,8 @@ class Quickstart:
         self.plan: StagePlan | None = None
         self.curve: list[CurvePoint] = []
         self.notes: list[str] = []
+        # An encoder on frozen features (backbone: dpm) computes them once for all exports of the run.
+        self.feature_cache = FrozenFeatureCache()
         self.clock = PipelineClock(settings.minutes * 60.0, self.step_names(STAGES))
 
     # ----------------------------------------------------------------- helpers
@@ -230,7 +233,7 @@ class Quickstart:
             model = DisDiff.load(checkpoint or self.stage_dir("disdiff"))
             if model.global_step != step:
                 raise RuntimeError(f"{checkpoint or self.stage_dir('disdiff')} holds step {model.global_step}, not {step}")
-            latents = export_representations(model, self.data.dataset, progress=False)
+            latents = export_representations(model, self.data.dataset, progress=False, feature_cache=self.feature_cache)
             save_representations(path, latents, step, self.data.spec, self.data.dataset)
         return path
 
@@ -335,8 +338,10 @@ class Quickstart:
         if not chosen:
             line.done("no earlier checkpoint to evaluate")
             return
-        # Time of one more point: the final checkpoint's, until an earlier one has been measured.
+        # Time of one more point: the final checkpoint's, until an earlier one has been measured; without
+        # the frozen features' one-off computation, which the final export did for every checkpoint.
         estimate = sum(p.export_seconds + p.evaluate_seconds for p in self.curve if p.final and p.measured)
+        estimate = max(0.0, estimate - self.feature_cache.fill_seconds)
         done = 0
         for index, step in enumerate(chosen):
             cached = self.layout.metrics_file(step).is_file()

@@ -45,7 +45,7 @@ from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.diffusion.timesteps import sample_timesteps
 from disdiff.models.disentangling_loss import FrozenReencoder, disentangling_loss, sample_concepts
 from disdiff.models.code_prior import gaussian_kl, reparameterize
-from disdiff.models.image_encoder import ImageEncoder, split_units
+from disdiff.models.image_encoder import split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
 from disdiff.models.shift_decoder import UNIT_PASSES, DisDiffDenoiser
 from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator
@@ -297,7 +297,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         if self.deviations.live_reencoder(self._step()):
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
-            if isinstance(self.encoder, ImageEncoder) and self.encoder.code_norm is not None:
+            if getattr(self.encoder, "code_norm", None) is not None:
                 # Opt-in standardize_code: re-encodings use the running statistics of real images, so a
                 # batch of generated images is not re-centred on itself, which would erase a shift common
                 # to the batch from the code differences.

@@ -134,14 +134,15 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
     cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters) - {"self", "num_units", "unit_dim"}
     unknown = set(encoder_config) - set(DPM_ENCODER_KEYS) - cnn_keys
     if unknown:
-        raise ConfigError(f"encoder_config.backbone: dpm takes the keys hidden and feature_t, got {sorted(unknown)}")
+        raise ConfigError(f"encoder_config.backbone: dpm takes the keys {', '.join(DPM_ENCODER_KEYS[1:])}, "
+                          f"got {sorted(unknown)}")
     if res is not None and int(encoder_config.get("resolution", res)) != res:
         raise ConfigError(f"encoder_config.resolution={encoder_config['resolution']} but the first stage works on "
                           f"{res}x{res} images")
     if ch is not None and int(encoder_config.get("in_channels", ch)) != ch:
         raise ConfigError(f"encoder_config.in_channels={encoder_config['in_channels']} but the first stage's images "
                           f"have {ch} channels")
-    ignored = sorted(set(encoder_config) & cnn_keys - {"resolution", "in_channels"})
+    ignored = sorted(set(encoder_config) & cnn_keys - {"resolution", "in_channels", *DPM_ENCODER_KEYS})
     if ignored:  # a config merged over the published CNN's carries its keys
         log.warning("encoder_config.backbone: dpm ignores the CNN encoder's keys %s", ignored)
     if stochastic:
@@ -153,7 +154,8 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
     try:
         return DPMFeatureEncoder(first_stage, unet, scale_factor, (ch, res, res), num_units, unit_dim,
                                  hidden=int(encoder_config.get("hidden", 256)),
-                                 feature_t=int(encoder_config.get("feature_t", 0)))
+                                 feature_t=int(encoder_config.get("feature_t", 0)),
+                                 standardize_code=bool(encoder_config.get("standardize_code", False)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 
