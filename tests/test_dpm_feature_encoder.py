@@ -57,6 +57,33 @@ def test_the_losses_train_with_either_re_encoder(ldm_ckpt, train_reencoder):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.encoder.parameters())
 
 
+def test_a_training_step_reads_the_code_from_its_own_latent_with_the_same_losses_and_gradients(ldm_ckpt, monkeypatch):
+    module = make_module(ldm_ckpt, encoder_config=DPM, dis_weight=0.5, train_reencoder=True)
+    randomize_shift_output(module)
+    assert module.encoder.reads_training_latent  # the test stage 1 is a VQ autoencoder
+    x = random_images(6)
+
+    def step():
+        module.zero_grad(set_to_none=True)
+        encoded = []
+        hook = module.first_stage.encoder.register_forward_hook(lambda *args: encoded.append(1))
+        try:
+            out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
+        finally:
+            hook.remove()
+        out["loss"].backward()
+        return out, {n: p.grad.clone() for n, p in module.encoder.named_parameters()}, len(encoded)
+
+    shared, shared_grads, shared_calls = step()
+    monkeypatch.setattr(DPMFeatureEncoder, "reads_training_latent", property(lambda self: False))
+    direct, direct_grads, direct_calls = step()
+    assert shared_calls == direct_calls - 1  # the training images went through stage 1's encoder once
+    assert torch.equal(shared["z"], direct["z"])
+    for key in ("loss", "loss_rec", "loss_dis"):
+        assert torch.equal(shared[key], direct[key]), key
+    assert all(torch.equal(shared_grads[n], direct_grads[n]) for n in direct_grads)
+
+
 def test_a_checkpoint_restores_the_same_codes_and_the_image_geometry(ldm_ckpt, tmp_path):
     module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
     path = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
@@ -98,13 +125,13 @@ def test_the_live_re_encoder_uses_the_running_statistics(ldm_ckpt, monkeypatch):
                          train_reencoder=True).train()
     randomize_shift_output(module)
     calls = []
-    forward = type(module.encoder).forward
+    head = DPMFeatureEncoder.code_from_features
 
-    def spy(self, x, running_code_stats=False):
+    def spy(self, features, running_code_stats=False):
         calls.append(running_code_stats)
-        return forward(self, x, running_code_stats)
+        return head(self, features, running_code_stats)
 
-    monkeypatch.setattr(type(module.encoder), "forward", spy)
+    monkeypatch.setattr(DPMFeatureEncoder, "code_from_features", spy)
     out = module.compute_losses(random_images(6), generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["loss_dis"].item() > 0
     assert calls[0] is False and True in calls  # the real batch, then the re-encodings

@@ -78,11 +78,21 @@ class DPMFeatureEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Steps 1-3: ``(B, F)`` frozen features of images ``x``."""
-        first_stage, unet = self._frozen
-        latent = self.scale_factor * clean_latent(first_stage, x)
-        t = torch.full((x.shape[0],), self.feature_t, dtype=torch.long, device=x.device)
-        _, hs = unet.encode(latent, t)
+        return self.features_of_latent(self.scale_factor * clean_latent(self._frozen[0], x))
+
+    def features_of_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Steps 2-3 on a latent already scaled by ``scale_factor``."""
+        t = torch.full((latent.shape[0],), self.feature_t, dtype=torch.long, device=latent.device)
+        _, hs = self._frozen[1].encode(latent, t)
         return torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
+
+    @property
+    def reads_training_latent(self) -> bool:
+        """True when step 1 is the latent stage 3 trains on (a VQ first stage's ``encode_to_latent``; a KL
+        one's is a posterior sample, not its mode): a training step can then pass that latent to
+        :meth:`features_of_latent` instead of encoding the images a second time (~a quarter of a small
+        step: the first stage's encoder is most of the features' cost)."""
+        return hasattr(self._frozen[0], "quantize")
 
     def features_fingerprint(self) -> str:
         """A digest of everything :meth:`features` depends on (the frozen weights, ``scale_factor`` and

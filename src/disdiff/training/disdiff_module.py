@@ -327,7 +327,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             z_mean = split_units(mean, self.num_units)
         else:
             with self._autocast():
-                z = self.encode_representation(x).to(work)
+                if getattr(self.encoder, "reads_training_latent", False):
+                    # backbone: dpm on a VQ first stage: its step 1 is z0 / s, computed just above.
+                    code = self.encoder.code_from_features(self.encoder.features_of_latent(z0))
+                    z = split_units(code, self.num_units).to(work)
+                else:
+                    z = self.encode_representation(x).to(work)
             z_mean, code_kl = z, None
         if t is None:
             t = sample_timesteps(B, self.schedule.num_timesteps, generator, device, self.deviations.timestep_focus)
