@@ -87,3 +87,30 @@ def test_set_value_reaches_stage3_the_identity_and_the_report(tmp_path):
     # ... and without any --set too (the identity of a run without values has no "sets" key).
     with pytest.raises(QuickstartError, match="sets"):
         Quickstart(dataclasses.replace(settings, sets=[])).prepare()
+
+
+def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_once(tmp_path, monkeypatch):
+    from disdiff.evaluation.export import FrozenFeatureCache
+
+    fills, calls = [], []
+    features = FrozenFeatureCache.features
+
+    def spy(self, encoder, dataset, batch_size, progress):
+        before = self._key
+        out = features(self, encoder, dataset, batch_size, progress)
+        calls.append(len(out))
+        if self._key != before:
+            fills.append(len(out))
+        return out
+
+    monkeypatch.setattr(FrozenFeatureCache, "features", spy)
+    pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
+    sets = ["disdiff:model.params.encoder_config.backbone=dpm", "disdiff:model.params.encoder_config.hidden=16",
+            "disdiff:model.params.encoder_config.standardize_code=true", "disdiff:model.params.train_reencoder=false"]
+    settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32,
+                             factor_sizes=[2, 2, 2, 2, 2, 3], pretrained_dir=pretrained, sets=sets)
+    md_path, _ = Quickstart(settings).run()
+    report = md_path.read_text()
+    assert "encoder_config.backbone" in report and "left out" not in report
+    # The final checkpoint and the curve's three earlier ones: one computation of the features.
+    assert len(calls) == 4 and fills == [96]
