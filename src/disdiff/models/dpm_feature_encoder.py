@@ -34,8 +34,9 @@ from __future__ import annotations
 import hashlib
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from disdiff.models.image_encoder import standardized_code
 
 __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
@@ -112,13 +113,7 @@ class DPMFeatureEncoder(nn.Module):
 
     def code_from_features(self, features: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
         """Steps 4-5 on precomputed :meth:`features` (what an export of many checkpoints shares)."""
-        code = self.head(features)
-        if self.code_norm is None:
-            return code
-        if running_code_stats:
-            norm = self.code_norm
-            return F.batch_norm(code, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
-        return self.code_norm(code)
+        return standardized_code(self.head(features), self.code_norm, running_code_stats)
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, d)``."""

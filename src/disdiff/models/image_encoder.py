@@ -117,6 +117,18 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
             if key in OPT_IN_SWITCHES and value != defaults[key].default}
 
 
+def standardized_code(code: torch.Tensor, norm: nn.BatchNorm1d | None, running_code_stats: bool) -> torch.Tensor:
+    """``code`` through the opt-in ``standardize_code`` BatchNorm ``norm`` (unchanged when None). With
+    ``running_code_stats`` it uses the running statistics even in training mode and does not update
+    them: re-encodings of generated images must not be re-centred on their own batch, which would erase
+    a shift common to the batch from the code differences."""
+    if norm is None:
+        return code
+    if running_code_stats:
+        return F.batch_norm(code, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
+    return norm(code)
+
+
 class ImageEncoder(nn.Module):
     """Encoder4 generalised to any ``N``, ``d``, width and input resolution (a multiple of 2^downsamplings).
 
@@ -221,13 +233,7 @@ class ImageEncoder(nn.Module):
         """The flat code ``(B, N·d)``. With ``standardize_code``, ``running_code_stats=True`` standardises
         it with the running statistics even in training mode, without updating them (for re-encodings
         of generated images, which must not be re-centred on their own batch)."""
-        code = self.fc(self._features(x)).flatten(1)
-        if self.code_norm is None:
-            return code
-        if running_code_stats:
-            norm = self.code_norm
-            return F.batch_norm(code, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
-        return self.code_norm(code)
+        return standardized_code(self.fc(self._features(x)).flatten(1), self.code_norm, running_code_stats)
 
     def encode_distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, logvar)``, both ``(B, N·d)``: the diagonal Gaussian code (``stochastic=True`` only)."""
