@@ -200,3 +200,12 @@ def test_an_export_through_the_feature_cache_equals_the_direct_one_and_computes_
     cnn = DisDiff(make_module(ldm_ckpt, seed=0))
     assert np.allclose(export_representations(cnn, data, 4, False, feature_cache=cache),
                        export_representations(cnn, data, 4, False))
+
+
+def test_the_cnn_can_be_chosen_over_a_config_that_carries_the_heads_keys(ldm_ckpt, caplog):
+    from disdiff.models.image_encoder import ImageEncoder
+
+    # The small config sets backbone: dpm and hidden: 256; --set ...backbone=cnn cannot delete hidden.
+    module = make_module(ldm_ckpt, encoder_config={**DPM, "backbone": "cnn", "feature_t": 0, "width": 8})
+    assert isinstance(module.encoder, ImageEncoder) and module.encoder.width == 8
+    assert "ignores the DPM-feature encoder's keys ['feature_t', 'hidden']" in caplog.text

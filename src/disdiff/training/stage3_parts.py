@@ -96,7 +96,8 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
     ``hidden`` and ``feature_t`` (the CNN's keys, which a config merged over the published one
     carries, are ignored with a warning, except ``resolution`` and ``in_channels``, which are checked);
     otherwise an :class:`ImageEncoder` whose ``resolution`` and ``in_channels`` default to the first
-    stage's and must agree with them when set. ``num_units`` / ``unit_dim`` belong to ``model.params``.
+    stage's and must agree with them when set (the DPM head's ``hidden`` and ``feature_t``, which the
+    small config carries, are ignored with a warning). ``num_units`` / ``unit_dim`` belong to ``model.params``.
     """
     if "target" in encoder_config:
         return instantiate_from_config(encoder_config)
@@ -106,7 +107,11 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
         raise ConfigError(f"encoder_config.backbone must be one of {ENCODER_BACKBONES}, got {backbone!r}")
     if backbone == "dpm":
         return _dpm_feature_encoder(encoder_config, res, ch, num_units, unit_dim, stochastic, frozen)
-    encoder_config = {key: value for key, value in encoder_config.items() if key != "backbone"}
+    # The DPM head's own keys, which a config merged over the small one carries, mean nothing to the CNN.
+    dpm_only = sorted(set(encoder_config) & set(DPM_ENCODER_KEYS) - {"backbone", "standardize_code"})
+    if dpm_only:
+        log.warning("encoder_config.backbone: cnn ignores the DPM-feature encoder's keys %s", dpm_only)
+    encoder_config = {key: value for key, value in encoder_config.items() if key != "backbone" and key not in dpm_only}
     kwargs = dict(encoder_config)
     for key, value in (("num_units", num_units), ("unit_dim", unit_dim)):
         if key in kwargs and int(kwargs.pop(key)) != value:
