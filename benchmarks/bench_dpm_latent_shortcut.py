@@ -1,0 +1,62 @@
+"""The small stage-3 step with the DPM-feature encoder, reading the code from the training latent
+(``DPMFeatureEncoder.reads_training_latent``, the default on a VQ first stage) or encoding the
+images a second time, alternating ``--rounds`` times so that drifts of the machine's speed hit both.
+
+    python benchmarks/bench_dpm_latent_shortcut.py --threads 2 --steps 60 --rounds 2
+
+Prints one JSON document: the mean seconds per step (zero grad, losses, backward, AdamW step; the
+disentangling loss on from step 0) of every round of each variant, batch 32, packaged stage 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from common import build_stage3, images, machine
+
+from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
+
+PACKAGED_STAGE2 = "src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per round and variant")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None).train()
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
+    x = images("small", 32)
+
+    def step(seed: int) -> None:
+        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed))
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+
+    shared = DPMFeatureEncoder.reads_training_latent
+    variants = {"shared_latent": shared, "encode_twice": property(lambda self: False)}
+    result: dict[str, list[float]] = {name: [] for name in variants}
+    try:
+        for _ in range(args.rounds):
+            for name, flag in variants.items():
+                DPMFeatureEncoder.reads_training_latent = flag
+                for seed in range(5):  # warm-up
+                    step(seed)
+                start = time.perf_counter()
+                for seed in range(args.steps):
+                    step(seed)
+                result[name].append(round((time.perf_counter() - start) / args.steps, 4))
+    finally:
+        DPMFeatureEncoder.reads_training_latent = shared
+    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
+                      "seconds_per_step": result}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
