@@ -44,13 +44,18 @@ __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code")
 
 
+def latent_is_deterministic(first_stage: nn.Module) -> bool:
+    """True when ``encode_to_latent`` is already deterministic (a VQ first stage, or one without a
+    posterior ``encode``); a KL autoencoder's draws a posterior sample."""
+    return hasattr(first_stage, "quantize") or getattr(first_stage, "encode", None) is None
+
+
 def clean_latent(first_stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The first stage's deterministic latent of images ``x``: the VQ pre-quantisation latent, or the
-    KL posterior's mode (``encode_to_latent`` of a KL autoencoder draws a sample)."""
-    posterior_encode = getattr(first_stage, "encode", None)
-    if hasattr(first_stage, "quantize") or posterior_encode is None:
+    KL posterior's mode."""
+    if latent_is_deterministic(first_stage):
         return first_stage.encode_to_latent(x)
-    return posterior_encode(x).mode()
+    return first_stage.encode(x).mode()
 
 
 class DPMFeatureEncoder(nn.Module):
@@ -89,11 +94,11 @@ class DPMFeatureEncoder(nn.Module):
 
     @property
     def reads_training_latent(self) -> bool:
-        """True when step 1 is the latent stage 3 trains on (a VQ first stage's ``encode_to_latent``; a KL
+        """True when step 1 is the latent stage 3 trains on (``encode_to_latent`` is deterministic; a KL
         one's is a posterior sample, not its mode): a training step can then pass that latent to
-        :meth:`features_of_latent` instead of encoding the images a second time (~a quarter of a small
-        step: the first stage's encoder is most of the features' cost)."""
-        return hasattr(self._frozen[0], "quantize")
+        :meth:`features_of_latent` instead of encoding the images a second time (~4 % of the small
+        step, benchmarks/bench_dpm_latent_shortcut.py)."""
+        return latent_is_deterministic(self._frozen[0])
 
     def features_fingerprint(self) -> str:
         """A digest of everything :meth:`features` depends on (the frozen weights, ``scale_factor`` and
