@@ -17,13 +17,19 @@ Layers, for an image ``x`` in [−1, 1]:
 2. the frozen UNet's encoder half at ``t = feature_t`` on that latent (clean: no noise is drawn);
 3. every level's output average-pooled over space, and the lowest level's output flattened,
    concatenated (``F`` features);
-4. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``;
-5. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
+4. with ``whiten_features`` (off by default), a fixed ZCA whitening of the ``F`` features
+   (:class:`disdiff.models.feature_whitening.FixedWhitening`, eigenvalue floor ``whitening_eps``), fitted
+   once before the first training step on real images (``whitening_images`` of them,
+   :func:`disdiff.training.encoder_setup.fit_feature_whitening`). Why: the raw features' variance is
+   ~86 % the hues and under 1 % scale and shape, so the head learns a geometric read-out ~100x slower
+   than a hue's (docs/EXPERIMENTS.md, D28);
+5. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``;
+6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
    encoder's switch of that name: every code dimension has unit variance over real images, so the
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
    output scale closed a loop that diverged (docs/EXPERIMENTS.md, E99 seed 2).
 
-Only steps 4-5 are trained. The frozen networks are the stage-3 module's own (``first_stage`` and
+Only step 5's and 6's layers are trained (step 4's statistics are fixed buffers, saved in checkpoints). The frozen networks are the stage-3 module's own (``first_stage`` and
 ``denoiser.unet``); this encoder holds them without registering them, so they add nothing to its
 parameters, state dict or mode switches, and no gradient reaches their weights. Gradients do flow
 through them to the images, as the disentangling loss's re-encoding needs.
@@ -36,12 +42,14 @@ import hashlib
 import torch
 from torch import nn
 
+from disdiff.models.feature_whitening import FixedWhitening
 from disdiff.models.image_encoder import standardized_code
 
 __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
-CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code")
+CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
+               "whitening_images")
 
 
 def latent_is_deterministic(first_stage: nn.Module) -> bool:
@@ -66,10 +74,14 @@ class DPMFeatureEncoder(nn.Module):
 
     def __init__(self, first_stage: nn.Module, unet: nn.Module, scale_factor: float, image_shape: tuple[int, int, int],
                  num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
-                 standardize_code: bool = False) -> None:
+                 standardize_code: bool = False, whiten_features: bool = False, whitening_eps: float = 0.1,
+                 whitening_images: int = 4096) -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
             raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
+        if whiten_features and (float(whitening_eps) <= 0 or int(whitening_images) < 2):
+            raise ValueError(f"whitening_eps must be > 0 and whitening_images >= 2, got {whitening_eps}, "
+                             f"{whitening_images}")
         self._frozen = (first_stage, unet)  # a tuple: not registered, so not this module's parameters
         self.scale_factor = float(scale_factor)
         self.feature_t = int(feature_t)
@@ -78,6 +90,8 @@ class DPMFeatureEncoder(nn.Module):
         self.in_channels, self.resolution = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
         with torch.no_grad():
             num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
+        self.whitening = FixedWhitening(num_features, float(whitening_eps)) if whiten_features else None
+        self.whitening_images = int(whitening_images)
         self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
                                   nn.Linear(int(hidden), self.num_units * self.unit_dim))
         self.code_norm = nn.BatchNorm1d(self.num_units * self.unit_dim, affine=False) if standardize_code else None
@@ -117,7 +131,9 @@ class DPMFeatureEncoder(nn.Module):
         return self.code_from_features(self.features(x), running_code_stats)
 
     def code_from_features(self, features: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
-        """Steps 4-5 on precomputed :meth:`features` (what an export of many checkpoints shares)."""
+        """Steps 4-6 on precomputed :meth:`features` (what an export of many checkpoints shares)."""
+        if self.whitening is not None:
+            features = self.whitening(features)
         return standardized_code(self.head(features), self.code_norm, running_code_stats)
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,7 @@ from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
+from disdiff.training.encoder_setup import fit_feature_whitening
 from disdiff.training.precision import check_bf16_setting, resolve_bf16
 from disdiff.training.stage3_parts import (
     build_image_encoder, check_stage3_options, load_frozen_stages, resolve_ldm_checkpoint,
@@ -409,6 +410,12 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                  "(autocast_bf16=%s, autocast_bf16_dis_path=%s)", self.scale_factor.device.type,
                  "bf16" if main else "float32", "bf16" if dis_path else "float32",
                  self.autocast_bf16, self.autocast_bf16_dis_path)
+
+    def on_train_start(self) -> None:
+        # The DPM head's opt-in fixed feature whitening: fitted on training images before the first step.
+        fit_feature_whitening(self.encoder, self.trainer.train_dataloader,
+                              lambda batch: self.get_input(batch).to(self.scale_factor.device),
+                              lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)

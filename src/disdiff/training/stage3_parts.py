@@ -108,7 +108,9 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
     if backbone == "dpm":
         return _dpm_feature_encoder(encoder_config, res, ch, num_units, unit_dim, stochastic, frozen)
     # The DPM head's own keys, which a config merged over the small one carries, mean nothing to the CNN.
-    dpm_only = sorted(set(encoder_config) & set(DPM_ENCODER_KEYS) - {"backbone", "standardize_code"})
+    # (standardize_code and whiten_features are keys of both encoders.)
+    cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters)
+    dpm_only = sorted(set(encoder_config) & set(DPM_ENCODER_KEYS) - cnn_keys - {"backbone"})
     if dpm_only:
         log.warning("encoder_config.backbone: cnn ignores the DPM-feature encoder's keys %s", dpm_only)
     encoder_config = {key: value for key, value in encoder_config.items() if key != "backbone" and key not in dpm_only}
@@ -160,7 +162,10 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
         return DPMFeatureEncoder(first_stage, unet, scale_factor, (ch, res, res), num_units, unit_dim,
                                  hidden=int(encoder_config.get("hidden", 256)),
                                  feature_t=int(encoder_config.get("feature_t", 0)),
-                                 standardize_code=bool(encoder_config.get("standardize_code", False)))
+                                 standardize_code=bool(encoder_config.get("standardize_code", False)),
+                                 whiten_features=bool(encoder_config.get("whiten_features", False)),
+                                 whitening_eps=float(encoder_config.get("whitening_eps", 0.1)),
+                                 whitening_images=int(encoder_config.get("whitening_images", 4096)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 
