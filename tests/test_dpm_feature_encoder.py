@@ -1,17 +1,22 @@
 """The opt-in image encoder on the frozen stage-1/2 networks' features (``encoder_config.backbone: dpm``):
 what it trains, where gradients go, that it round-trips through a checkpoint, and its config errors."""
 
+import warnings
+
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from disdiff_support import (IMAGE_SIZE, make_ldm_checkpoint, make_module, random_images,
+from disdiff_support import (IMAGE_SIZE, ImageBatches, make_ldm_checkpoint, make_module, random_images,
                              randomize_shift_output)
+from torch.utils.data import DataLoader
 
 from disdiff.api import DisDiff
 from disdiff.config import ConfigError
 from disdiff.models.disentangling_loss import FrozenReencoder
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 from disdiff.training.deviations import deviations_in_use
+from disdiff.training.encoder_setup import fit_feature_whitening
 
 DPM = {"backbone": "dpm", "hidden": 16}
 
@@ -143,6 +148,7 @@ def test_it_is_listed_as_a_deviation():
     assert deviations_in_use({"encoder_config": {"width": 64, "resolution": 32, **DPM}}) == {
         "encoder_config.backbone": "dpm", "encoder_config.hidden": 16}  # the CNN's keys are not its deviations
     assert deviations_in_use({"encoder_config": {**DPM, "standardize_code": True}})["encoder_config.standardize_code"]
+    assert deviations_in_use({"encoder_config": {**DPM, "whiten_features": True}})["encoder_config.whiten_features"]
     assert deviations_in_use({"encoder_config": {"width": 8, "backbone": "cnn"}}) == {}
 
 
@@ -152,6 +158,7 @@ def test_it_is_listed_as_a_deviation():
     ({"backbone": "dpm", "resolution": 32}, {}, "encoder_config.resolution=32"),
     ({"backbone": "dpm", "in_channels": 1}, {}, "encoder_config.in_channels=1"),
     ({"backbone": "dpm", "hidden": 0}, {}, "hidden must be >= 1"),
+    ({"backbone": "dpm", "whiten_features": True, "whitening_eps": 0}, {}, "whitening_eps must be > 0"),
     ({"backbone": "dpm"}, {"code_kl_weight": 0.1}, "code_kl_weight > 0 needs the CNN image encoder"),
 ])
 def test_bad_settings_name_the_key(ldm_ckpt, config, kwargs, message):
@@ -209,3 +216,62 @@ def test_the_cnn_can_be_chosen_over_a_config_that_carries_the_heads_keys(ldm_ckp
     module = make_module(ldm_ckpt, encoder_config={**DPM, "backbone": "cnn", "feature_t": 0, "width": 8})
     assert isinstance(module.encoder, ImageEncoder) and module.encoder.width == 8
     assert "ignores the DPM-feature encoder's keys ['feature_t', 'hidden']" in caplog.text
+
+
+# -- the opt-in fixed whitening of the frozen features (whiten_features) ----------------------------------
+
+WHITE = {**DPM, "whiten_features": True, "whitening_images": 6}
+
+
+def test_whitening_is_fitted_once_at_train_start_on_the_first_training_images(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config=WHITE)
+    whitening = module.encoder.whitening
+    assert not bool(whitening.fitted)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    data = ImageBatches(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(data, batch_size=4))  # unshuffled: the first 6 images are data.x[:6]
+    assert bool(whitening.fitted)
+    with torch.no_grad():
+        features = module.encoder.features(data.x[:6]).double()
+    assert torch.allclose(whitening.mean.double(), features.mean(0), atol=1e-5)
+    # the head reads the whitened features: the code is head(whitening(features))
+    x = random_images(3)
+    with torch.no_grad():
+        expected = module.encoder.head(whitening(module.encoder.features(x)))
+        assert torch.allclose(module.encoder(x), expected, atol=1e-6)
+    assert not fit_feature_whitening(module.encoder, [data.x], lambda batch: batch)  # already fitted: left alone
+    assert torch.allclose(whitening.mean.double(), features.mean(0), atol=1e-5)
+
+
+def test_fitting_leaves_the_random_state_alone_and_adds_the_processes_moments(ldm_ckpt):
+    encoder = make_module(ldm_ckpt, encoder_config=WHITE).encoder
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    loader = DataLoader(ImageBatches(8), batch_size=4, shuffle=True)  # a shuffled sampler draws a seed
+    seen = []
+
+    def twice(tensor):  # two processes holding the same moments
+        seen.append(tensor)
+        return 2 * tensor
+
+    assert fit_feature_whitening(encoder, loader, lambda batch: batch["image"], twice)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert float(seen[0]) == 6  # whitening_images of them, from the first two batches
+    assert len(seen) == 3  # the count, the sum and the outer products were reduced
+
+
+def test_a_checkpoint_keeps_the_fitted_whitening(ldm_ckpt, tmp_path):
+    module = make_module(ldm_ckpt, encoder_config=WHITE).eval()
+    assert fit_feature_whitening(module.encoder, [random_images(6, seed=9)], lambda batch: batch)
+    assert {"encoder.whitening.mean", "encoder.whitening.matrix", "encoder.whitening.fitted"} <= set(module.state_dict())
+    path = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
+    model = DisDiff.load(path)
+    assert bool(model.module.encoder.whitening.fitted)
+    x = random_images(4)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), module.encode_representation(x), atol=1e-6)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from disdiff.models.feature_whitening import RunningWhitening
+from disdiff.models.feature_whitening import FixedWhitening, RunningWhitening, zca_matrix
 from disdiff.models.image_encoder import ImageEncoder
 
 
@@ -48,3 +48,46 @@ def test_encoder_option():
     assert white(torch.randn(4, 3, 16, 16)).shape == (4, 3)
     with pytest.raises(ValueError, match="whiten_features"):
         ImageEncoder(resolution=16, width=8, num_units=3, unit_dim=1, unit_branches=True, whiten_features=True)
+
+
+# -- the fixed whitening of the DPM head's frozen features (FixedWhitening, zca_matrix) --------------------
+
+def _moments(h):
+    h = h.double()
+    return len(h), h.sum(0), h.T @ h
+
+
+def test_fixed_whitening_is_the_identity_until_fitted_then_white():
+    torch.manual_seed(0)
+    mixing = torch.randn(8, 8) * torch.tensor([5.0, 3, 1, 1, 0.5, 0.3, 0.2, 0.1])[:, None]
+    layer = FixedWhitening(8, eps=1e-6)
+    h = torch.randn(5, 8)
+    assert torch.equal(layer(h), h) and not bool(layer.fitted)
+    layer.fit(*_moments(_correlated(20000, 1, mixing)))
+    assert bool(layer.fitted)
+    out = layer(_correlated(20000, 2, mixing))  # fresh draws: the fit generalises
+    assert torch.allclose(out.mean(0), torch.zeros(8), atol=0.05)
+    assert torch.allclose(torch.cov(out.T), torch.eye(8), atol=0.05)
+
+
+def test_fixed_whitening_from_summed_moments_equals_the_fit_on_all_data():
+    # the moments of two shards (two batches, or two processes of a distributed run) add up
+    h = _correlated(300, 3, torch.randn(6, 6, generator=torch.Generator().manual_seed(4)))
+    whole, shards = FixedWhitening(6), FixedWhitening(6)
+    whole.fit(*_moments(h))
+    (n1, s1, o1), (n2, s2, o2) = _moments(h[:100]), _moments(h[100:])
+    shards.fit(n1 + n2, s1 + s2, o1 + o2)
+    assert torch.allclose(whole.mean, h.mean(0), atol=1e-5)
+    assert torch.allclose(whole.matrix, shards.matrix, atol=1e-5) and torch.allclose(whole.mean, shards.mean, atol=1e-6)
+
+
+def test_the_eigenvalue_floor_damps_directions_below_it():
+    cov = torch.diag(torch.tensor([4.0, 1.0, 1e-6]))
+    matrix = zca_matrix(cov, eps=0.1)  # floor 0.1 x mean λ ≈ 0.167
+    floor = 0.1 * cov.diagonal().mean()
+    assert torch.allclose(matrix.diagonal().float(), (cov.diagonal() + floor).rsqrt(), atol=1e-6)
+    assert matrix[2, 2] < floor.rsqrt() * 1.0001  # a near-empty direction is not amplified beyond 1/sqrt(floor)
+    with pytest.raises(ValueError, match="eps"):
+        FixedWhitening(3, eps=0.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        FixedWhitening(3).fit(1, torch.zeros(3), torch.zeros(3, 3))
