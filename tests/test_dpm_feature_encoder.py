@@ -149,6 +149,10 @@ def test_it_is_listed_as_a_deviation():
         "encoder_config.backbone": "dpm", "encoder_config.hidden": 16}  # the CNN's keys are not its deviations
     assert deviations_in_use({"encoder_config": {**DPM, "standardize_code": True}})["encoder_config.standardize_code"]
     assert deviations_in_use({"encoder_config": {**DPM, "whiten_features": True}})["encoder_config.whiten_features"]
+    # switches that are off are not deviations in use
+    assert deviations_in_use({"encoder_config": {**DPM, "standardize_code": False, "whiten_features": False,
+                                                 "whitening_eps": 0.1}}) == {"encoder_config.backbone": "dpm",
+                                                                             "encoder_config.hidden": 16}
     assert deviations_in_use({"encoder_config": {"width": 8, "backbone": "cnn"}}) == {}
 
 

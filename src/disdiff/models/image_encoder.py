@@ -107,11 +107,14 @@ OPT_IN_SWITCHES = ("unit_branches", "whiten_features", "standardize_code", "read
 def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of ``encoder_config`` among :data:`OPT_IN_SWITCHES` set away from their published default,
     or, when ``backbone`` is not the published CNN, ``backbone`` and the keys of that encoder
-    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``,
-    ``standardize_code``)."""
+    (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``, and its
+    switches ``standardize_code`` and ``whiten_features`` when on, with the latter's settings)."""
     if encoder_config.get("backbone", "cnn") != "cnn":
         from disdiff.models.dpm_feature_encoder import CONFIG_KEYS  # not at the top: that module is optional here
-        return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS}
+        off = {"standardize_code"} if not encoder_config.get("standardize_code") else set()
+        if not encoder_config.get("whiten_features"):
+            off |= {"whiten_features", "whitening_eps", "whitening_images"}
+        return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS and key not in off}
     defaults = inspect.signature(ImageEncoder.__init__).parameters
     return {key: value for key, value in encoder_config.items()
             if key in OPT_IN_SWITCHES and value != defaults[key].default}
