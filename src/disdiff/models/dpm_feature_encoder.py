@@ -29,9 +29,10 @@ Layers, for an image ``x`` in [−1, 1]:
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
    output scale closed a loop that diverged (docs/EXPERIMENTS.md, E99 seed 2).
 
-Only step 5's and 6's layers are trained (step 4's statistics are fixed buffers, saved in checkpoints). The frozen networks are the stage-3 module's own (``first_stage`` and
-``denoiser.unet``); this encoder holds them without registering them, so they add nothing to its
-parameters, state dict or mode switches, and no gradient reaches their weights. Gradients do flow
+Only the layers of steps 5-6 are trained; step 4's statistics are fixed buffers, saved in checkpoints.
+The frozen networks are the stage-3 module's own (``first_stage`` and ``denoiser.unet``); this encoder
+holds them without registering them, so they add nothing to its parameters, state dict or mode
+switches, and no gradient reaches their weights. Gradients do flow
 through them to the images, as the disentangling loss's re-encoding needs.
 """
 
