@@ -20,12 +20,14 @@ eigenvalue floor ``eps · mean λ``).
 from __future__ import annotations
 
 import argparse
+import copy
 
 import numpy as np
 import torch
 from synth_sample import encode_in_chunks, random_sample
 
 from disdiff.api import DisDiff
+from disdiff.models.feature_whitening import zca_matrix
 from disdiff.metrics.probe import variance_explained
 
 FACTORS = "floor wall object scale shape orientation"
@@ -45,13 +47,17 @@ def trace_share(features: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
 
 def zca(features: torch.Tensor, eps: float) -> torch.Tensor:
-    x = features.double()
-    centred = x - x.mean(0)
-    cov = centred.T @ centred / (len(x) - 1)
-    lam, vec = torch.linalg.eigh(cov)
-    lam = lam.clamp_min(0)
-    matrix = (vec * (lam + eps * lam.mean()).rsqrt()) @ vec.T
-    return (centred @ matrix).float()
+    centred = features.double() - features.double().mean(0)
+    return (centred @ zca_matrix(torch.cov(centred.T), eps)).float()
+
+
+def fresh_copy(head: torch.nn.Module) -> torch.nn.Module:
+    """``head`` with every layer re-initialised (the global seed decides the draw)."""
+    head = copy.deepcopy(head)
+    for layer in head:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    return head
 
 
 def main() -> None:
@@ -73,7 +79,7 @@ def main() -> None:
         etas = []
         for seed in range(5):
             torch.manual_seed(seed)
-            head = type(encoder.head)(*[type(layer)(*_layer_args(layer)) for layer in encoder.head])
+            head = fresh_copy(encoder.head)
             with torch.no_grad():
                 code = head(x).numpy()
             code = (code - code.mean(0)) / (code.std(0) + 1e-8)
@@ -81,15 +87,6 @@ def main() -> None:
         eta = np.mean(etas, axis=0)
         print(f"{name:16s} trace share " + " ".join(f"{s:.3f}" for s in share)
               + " | head@init η² " + " ".join(f"{e:.3f}" for e in eta), flush=True)
-
-
-def _layer_args(layer: torch.nn.Module) -> tuple:
-    """Constructor arguments of the head's layers (LayerNorm, Linear, SiLU)."""
-    if isinstance(layer, torch.nn.LayerNorm):
-        return (layer.normalized_shape,)
-    if isinstance(layer, torch.nn.Linear):
-        return (layer.in_features, layer.out_features)
-    return ()
 
 
 if __name__ == "__main__":

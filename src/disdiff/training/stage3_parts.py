@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: ``encoder_config.backbone``: the published CNN on images, or (opt-in) a head on the frozen networks' features.
 ENCODER_BACKBONES = ("cnn", "dpm")
+#: The ``encoder_config`` keys of the CNN image encoder (``num_units``/``unit_dim`` belong to ``model.params``).
+CNN_ENCODER_KEYS = frozenset(inspect.signature(ImageEncoder.__init__).parameters) - {"self", "num_units", "unit_dim"}
 
 __all__ = ["resolve_ldm_checkpoint", "load_frozen_stages", "build_image_encoder", "check_stage3_options"]
 
@@ -109,8 +111,7 @@ def build_image_encoder(encoder_config: dict, first_stage_config: Mapping[str, A
         return _dpm_feature_encoder(encoder_config, res, ch, num_units, unit_dim, stochastic, frozen)
     # The DPM head's own keys, which a config merged over the small one carries, mean nothing to the CNN.
     # (standardize_code and whiten_features are keys of both encoders.)
-    cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters)
-    dpm_only = sorted(set(encoder_config) & set(DPM_ENCODER_KEYS) - cnn_keys - {"backbone"})
+    dpm_only = sorted(set(encoder_config) & set(DPM_ENCODER_KEYS) - CNN_ENCODER_KEYS - {"backbone"})
     if dpm_only:
         log.warning("encoder_config.backbone: cnn ignores the DPM-feature encoder's keys %s", dpm_only)
     encoder_config = {key: value for key, value in encoder_config.items() if key != "backbone" and key not in dpm_only}
@@ -138,8 +139,7 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                          unit_dim: int, stochastic: bool,
                          frozen: tuple[nn.Module, nn.Module, float] | None) -> DPMFeatureEncoder:
     """``encoder_config.backbone: dpm``: the head on the frozen networks' features, checked."""
-    cnn_keys = set(inspect.signature(ImageEncoder.__init__).parameters) - {"self", "num_units", "unit_dim"}
-    unknown = set(encoder_config) - set(DPM_ENCODER_KEYS) - cnn_keys
+    unknown = set(encoder_config) - set(DPM_ENCODER_KEYS) - CNN_ENCODER_KEYS
     if unknown:
         raise ConfigError(f"encoder_config.backbone: dpm takes the keys {', '.join(DPM_ENCODER_KEYS[1:])}, "
                           f"got {sorted(unknown)}")
@@ -149,7 +149,7 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
     if ch is not None and int(encoder_config.get("in_channels", ch)) != ch:
         raise ConfigError(f"encoder_config.in_channels={encoder_config['in_channels']} but the first stage's images "
                           f"have {ch} channels")
-    ignored = sorted(set(encoder_config) & cnn_keys - {"resolution", "in_channels", *DPM_ENCODER_KEYS})
+    ignored = sorted(set(encoder_config) & CNN_ENCODER_KEYS - {"resolution", "in_channels", *DPM_ENCODER_KEYS})
     if ignored:  # a config merged over the published CNN's carries its keys
         log.warning("encoder_config.backbone: dpm ignores the CNN encoder's keys %s", ignored)
     if stochastic:
