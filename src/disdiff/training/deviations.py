@@ -72,6 +72,12 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   rate as a multiple of the base one. At 1x it could not keep up with the moving code (its loss
   stayed near ln 2 while units copied the floor hue at correlation 0.9-0.99, which a fresh
   discriminator at the same rate tells apart within 100 steps of frozen codes: EXPERIMENTS, E54-E55).
+* ``rec_highpass_weight`` (0: L_r alone): the loss adds this weight times L_hp, the same L1 or L2
+  loss on the spatial forward differences of the eps error
+  (:func:`disdiff.diffusion.highpass_loss.highpass_reconstruction_loss`). A hue that fills the floor or
+  the wall is a near-constant offset the differences remove, while the object's geometry moves edges
+  they keep, so the term asks relatively more of the geometry (EXPERIMENTS, session 24). With ``l2``
+  the minimiser is unchanged (the conditional mean of ε).
 * ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
   step ``until``, a unit whose code is predicted by the units before it with R² above
   ``threshold`` gets its rows of the encoder's output layer re-drawn
@@ -136,6 +142,7 @@ class Deviations:
     unit_tc_weight: float = 0.0
     unit_tc_lr_multiplier: float = 10.0
     unit_reset: tuple[int, float, int] | None = None
+    rec_highpass_weight: float = 0.0
 
     @classmethod
     def checked(cls, **values: Any) -> "Deviations":
@@ -148,7 +155,7 @@ class Deviations:
             if float(v[name]) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {v[name]}")
         for name in ("unit_decorrelation_weight", "unit_dependence_weight", "field_alignment_weight",
-                     "unit_tc_weight"):
+                     "unit_tc_weight", "rec_highpass_weight"):
             if float(v[name]) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {v[name]}")
         if not 0.0 <= float(v["dis_weight_floor"]) <= 1.0:
@@ -212,6 +219,7 @@ class Deviations:
             unit_tc_weight=float(v["unit_tc_weight"]),
             unit_tc_lr_multiplier=float(v["unit_tc_lr_multiplier"]),
             unit_reset=reset,
+            rec_highpass_weight=float(v["rec_highpass_weight"]),
         )
 
     @classmethod

@@ -40,6 +40,7 @@ from torch import nn
 
 from disdiff.config import ConfigError, plain
 from disdiff.diffusion.ema import EMA
+from disdiff.diffusion.highpass_loss import highpass_reconstruction_loss
 from disdiff.diffusion.lr_schedule import linear_warmup, stepped_up
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.diffusion.timesteps import sample_timesteps
@@ -97,7 +98,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
-    ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``) are ``model.params`` keys whose
+    ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``,
+    ``rec_highpass_weight``) are ``model.params`` keys whose
     defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -148,6 +150,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         unit_tc_weight: float = 0.0,
         unit_tc_lr_multiplier: float = 10.0,
         unit_reset: Sequence[float] | None = None,
+        rec_highpass_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -173,7 +176,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             timestep_focus=timestep_focus, unit_decorrelation_weight=unit_decorrelation_weight,
             unit_dependence_weight=unit_dependence_weight, field_alignment_weight=field_alignment_weight,
             unit_tc_weight=unit_tc_weight,
-            unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset)
+            unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset,
+            rec_highpass_weight=rec_highpass_weight)
         check_stage3_options(self.deviations, dis_loss_type=dis_loss_type, reencoder_bn_mode=reencoder_bn_mode,
                              loss_type=loss_type, dis_weight=dis_weight, num_units=num_units, unit_dim=unit_dim,
                              custom_encoder="target" in encoder_config)
@@ -379,6 +383,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             loss_dis = torch.zeros((), device=device)
         result["loss_dis"] = loss_dis
         result["loss"] = loss_rec + loss_dis
+        if self.deviations.rec_highpass_weight > 0:  # opt-in: L_r's term on the error's spatial differences
+            result["loss_rec_highpass"] = highpass_reconstruction_loss(diff, self.loss_type)
+            result["loss"] = result["loss"] + self.deviations.rec_highpass_weight * result["loss_rec_highpass"]
         if code_kl is not None:
             result["code_kl"] = code_kl
             result["loss"] = result["loss"] + self.current_code_kl_weight() * code_kl
@@ -428,7 +435,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.log("train/loss", out["loss"], on_step=True, on_epoch=True, batch_size=B)
         if "code_kl" in out:
             self.log("train/loss_kl", out["code_kl"], on_step=True, on_epoch=False, batch_size=B)
-        for key in LOGGED_TERMS:
+        for key in LOGGED_TERMS + ("loss_rec_highpass",):
             if key in out:
                 self.log(f"train/{key}", out[key], on_step=True, on_epoch=False, batch_size=B)
         if "dis" in out:
