@@ -83,9 +83,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.RandomState(args.seed)
 
+    # backbone=cnn: the DPM-feature head reads the training latent inside compute_losses, past
+    # encode_representation, so with it the oracle code below would silently not be used.
     config = load_configs(CONFIGS, [f"model.params.ldm_ckpt={args.ldm}", "model.params.unit_dim=1",
-                                    "model.params.dis_weight=0", *args.overrides])
+                                    "model.params.dis_weight=0", "model.params.encoder_config.backbone=cnn",
+                                    *args.overrides])
     module = instantiate_from_config(config.model)
+    if getattr(module.encoder, "reads_training_latent", False):
+        raise SystemExit("the oracle needs encoder_config.backbone=cnn (the DPM head bypasses encode_representation)")
     module.train()
     data = load_dataset("shapes3d-synth", resolution=32)
     sizes = np.asarray(data.factor_sizes)
