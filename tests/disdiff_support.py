@@ -86,3 +86,13 @@ def randomize_shift_output(module, std: float = 0.05, seed: int = 1) -> None:
         for p in module.denoiser.trainable_parameters():
             if p.abs().sum() == 0 and p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def assert_gradient_reaches_only_the_trained_parts(module) -> None:
+    """After a backward pass: the shift decoder and the image encoder have a nonzero gradient, and no
+    frozen parameter of the denoiser (the pre-trained UNet) has one."""
+    decoder_grad = sum(p.grad.abs().sum() for p in module.denoiser.trainable_parameters() if p.grad is not None)
+    encoder_grad = sum(p.grad.abs().sum() for p in module.encoder.parameters() if p.grad is not None)
+    assert decoder_grad > 0 and encoder_grad > 0
+    frozen = [p for p in module.denoiser.parameters() if not p.requires_grad]
+    assert frozen and all(p.grad is None for p in frozen)
