@@ -42,6 +42,7 @@ from torch import nn
 from disdiff.models.part_embedding import PartEmbedding
 from disdiff.models.unet import UNetModel, build_decoder_half, run_decoder_half
 from disdiff.models.unet_blocks import ConditionedBlock, ResBlock, TimestepBlock, norm_dtype
+from disdiff.models.unit_embedding import unit_embedding
 
 __all__ = ["ResBlockShift", "DisDiffDenoiser", "SharedInput", "UNIT_PASSES", "choose_unit_pass"]
 
@@ -234,6 +235,7 @@ class DisDiffDenoiser(nn.Module):
         released_part_convention: bool = False,
         nonorthogonal_part_dim: int = 32,
         unit_pass: str = "auto",
+        unit_fourier_features: int = 0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -260,7 +262,8 @@ class DisDiffDenoiser(nn.Module):
         self.shift_middle_block, self.shift_output_blocks, self.shift_out = build_decoder_half(
             **kwargs, make_resblock=make_resblock
         )
-        self.repre_embed = nn.Linear(self.unit_dim, ted)
+        # Published: Linear(d, E); opt-in unit_fourier_features lifts z to fixed Fourier features first.
+        self.repre_embed = unit_embedding(self.unit_dim, ted, int(unit_fourier_features))
         part_dim = ted // 2 if orthogonal_part_embedding else int(nonorthogonal_part_dim)
         self.part_latents = PartEmbedding(self.num_units, part_dim, orthogonal=orthogonal_part_embedding,
                                           released_convention=released_part_convention)

@@ -78,6 +78,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   the wall is a near-constant offset the differences remove, while the object's geometry moves edges
   they keep, so the term asks relatively more of the geometry (EXPERIMENTS, session 24). With ``l2``
   the minimiser is unchanged (the conditional mean of ε).
+* ``unit_fourier_features`` (0: the published ``repre_embed = Linear(d, E)``): the shift decoder
+  embeds each unit's code through ``F`` fixed Fourier features first
+  (:mod:`disdiff.models.unit_embedding`), so close values of a one-dimensional unit, or the levels
+  of a factor with no order, can get distant embeddings from the first step (D10).
 * ``unit_reset`` (null: never): ``[every, threshold, until]``; every ``every`` optimizer steps up to
   step ``until``, a unit whose code is predicted by the units before it with R² above
   ``threshold`` gets its rows of the encoder's output layer re-drawn
@@ -143,6 +147,7 @@ class Deviations:
     unit_tc_lr_multiplier: float = 10.0
     unit_reset: tuple[int, float, int] | None = None
     rec_highpass_weight: float = 0.0
+    unit_fourier_features: int = 0
 
     @classmethod
     def checked(cls, **values: Any) -> "Deviations":
@@ -164,6 +169,9 @@ class Deviations:
             raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
             raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {v['nested_unit_dropout']}")
+        fourier = v["unit_fourier_features"]
+        if not isinstance(fourier, int) or isinstance(fourier, bool) or fourier < 0:
+            raise ConfigError(f"unit_fourier_features must be a whole number of frequencies >= 0, got {fourier!r}")
         units = v["progressive_units"]
         if not isinstance(units, int) or isinstance(units, bool) or units < 0:
             raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {units!r}")
@@ -220,6 +228,7 @@ class Deviations:
             unit_tc_lr_multiplier=float(v["unit_tc_lr_multiplier"]),
             unit_reset=reset,
             rec_highpass_weight=float(v["rec_highpass_weight"]),
+            unit_fourier_features=fourier,
         )
 
     @classmethod

@@ -99,7 +99,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
     ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``,
-    ``rec_highpass_weight``) are ``model.params`` keys whose
+    ``rec_highpass_weight``, ``unit_fourier_features``) are ``model.params`` keys whose
     defaults are the published behaviour; they are checked and kept in :class:`disdiff.training.deviations.Deviations`
     (``self.deviations``), whose docstring defines each.
     """
@@ -151,6 +151,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         unit_tc_lr_multiplier: float = 10.0,
         unit_reset: Sequence[float] | None = None,
         rec_highpass_weight: float = 0.0,
+        unit_fourier_features: int = 0,
     ) -> None:
         super().__init__()
         if unit_pass not in UNIT_PASSES:
@@ -177,7 +178,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             unit_dependence_weight=unit_dependence_weight, field_alignment_weight=field_alignment_weight,
             unit_tc_weight=unit_tc_weight,
             unit_tc_lr_multiplier=unit_tc_lr_multiplier, unit_reset=unit_reset,
-            rec_highpass_weight=rec_highpass_weight)
+            rec_highpass_weight=rec_highpass_weight, unit_fourier_features=unit_fourier_features)
         check_stage3_options(self.deviations, dis_loss_type=dis_loss_type, reencoder_bn_mode=reencoder_bn_mode,
                              loss_type=loss_type, dis_weight=dis_weight, num_units=num_units, unit_dim=unit_dim,
                              custom_encoder="target" in encoder_config)
@@ -201,7 +202,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         self.denoiser = DisDiffDenoiser(
             unet, self.num_units, self.unit_dim,
             orthogonal_part_embedding=orthogonal_part_embedding, released_part_convention=released_part_convention,
-            unit_pass=unit_pass,
+            unit_pass=unit_pass, unit_fourier_features=self.deviations.unit_fourier_features,
         )
         try:
             self.encoder = build_image_encoder(encoder_config, stage2["first_stage_config"], self.num_units,
