@@ -113,12 +113,15 @@ def main() -> None:
         factors = data.sample_factors(batch, rng)
         x = torch.from_numpy(data.sample_observations_from_factors(factors)).float()
         current["code"] = oracle_code(factors, sizes)
-        loss = module.compute_losses(x)["loss_rec"]
+        # The module's total loss: L_r plus any opt-in term an override turns on (dis_weight is 0 here).
+        # (Until 2026-12-06 this read "loss_rec", so D30's rec_highpass_weight never reached the optimizer.)
+        out = module.compute_losses(x)
+        loss, loss_rec = out["loss"], out["loss_rec"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        history.append(loss.item())
+        history.append(loss_rec.item())
         if step in report_steps:
             module.eval()
             gains = factor_gains(module, data, sizes, args.n, np.random.RandomState(1000 + step))
