@@ -15,10 +15,8 @@ latent, and ``D`` removes constants, while the object's shape, size and pose mov
 |D Δ| (docs/EXPERIMENTS.md, session 24). Added to L_r with a weight, it asks the shift decoder, and
 through it the encoder, relatively more for the geometry.
 
-Measured (EXPERIMENTS D30): with a perfect code, weight 3 made the shift decoder use every factor
-more slowly, the geometry 6x more slowly at 2,400 steps. The eps error's irreducible part is white
-noise, whose differences have twice its variance, so the term's gradient is mostly noise. It is
-kept as a tested opt-in, not used by any shipped config.
+Not yet measured: D30 (docs/EXPERIMENTS.md) meant to test it on the oracle bound but, through a
+bug in that script, trained without it (D32). No shipped config uses it.
 
 With ``l2`` the sum ``L_r + w·L_hp`` is the quadratic form ``eᵀ (I + w DᵀD) e`` up to per-element
 normalisation, which is positive definite, so its minimiser over ε̂ is still the conditional mean
