@@ -114,9 +114,9 @@ def main() -> None:
         x = torch.from_numpy(data.sample_observations_from_factors(factors)).float()
         current["code"] = oracle_code(factors, sizes)
         # The module's total loss: L_r plus any opt-in term an override turns on (dis_weight is 0 here).
-        # (Until 2026-12-06 this read "loss_rec", so D30's rec_highpass_weight never reached the optimizer.)
-        out = module.compute_losses(x)
-        loss, loss_rec = out["loss"], out["loss_rec"]
+        # (Until 2026-12-06 this read only "loss_rec", so D30's rec_highpass_weight never reached the optimizer.)
+        terms = module.compute_losses(x)
+        loss, loss_rec = terms["loss"], terms["loss_rec"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
