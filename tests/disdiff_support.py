@@ -96,3 +96,16 @@ def assert_gradient_reaches_only_the_trained_parts(module) -> None:
     assert decoder_grad > 0 and encoder_grad > 0
     frozen = [p for p in module.denoiser.parameters() if not p.requires_grad]
     assert frozen and all(p.grad is None for p in frozen)
+
+
+def losses_with_opt_in_term(ldm_ckpt: Path, term: str, **switch):
+    """The published module's losses on 6 random images have no ``term`` and L = L_r; returns the module
+    built with ``switch`` (its zero-initialised shift output moved off 0, as training would) and its
+    losses on the same images and draws."""
+    x = random_images(6)
+    published = make_module(ldm_ckpt, dis_weight=0.0)
+    out = published.compute_losses(x, generator=torch.Generator().manual_seed(0))
+    assert term not in out and torch.equal(out["loss"], out["loss_rec"])
+    module = make_module(ldm_ckpt, dis_weight=0.0, **switch)
+    randomize_shift_output(module)  # at initialisation G = 0, where no gradient reaches the encoder
+    return module, module.compute_losses(x, generator=torch.Generator().manual_seed(0))

@@ -3,8 +3,7 @@ where its gradient goes and when it applies."""
 
 import pytest
 import torch
-from disdiff_support import (assert_gradient_reaches_only_the_trained_parts, make_module, random_images,
-                             randomize_shift_output)
+from disdiff_support import assert_gradient_reaches_only_the_trained_parts, losses_with_opt_in_term, make_module
 
 from disdiff.config import ConfigError
 from disdiff.models.field_alignment import cross_unit_field_alignment, field_cosines
@@ -53,14 +52,7 @@ def test_bad_shapes_are_rejected():
 
 
 def test_the_term_is_off_by_default_and_reaches_the_shift_decoder_and_the_encoder(ldm_ckpt):
-    x = random_images(6)
-    published = make_module(ldm_ckpt, dis_weight=0.0)
-    out = published.compute_losses(x, generator=torch.Generator().manual_seed(0))
-    assert "field_alignment" not in out and torch.equal(out["loss"], out["loss_rec"])
-
-    module = make_module(ldm_ckpt, dis_weight=0.0, field_alignment_weight=0.5)
-    randomize_shift_output(module)  # at initialisation G = 0, where the term is 0 with no gradient
-    out = module.compute_losses(x, generator=torch.Generator().manual_seed(0))
+    module, out = losses_with_opt_in_term(ldm_ckpt, "field_alignment", field_alignment_weight=0.5)
     expected = cross_unit_field_alignment(out["fields"])
     assert 0.0 < out["field_alignment"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert out["loss"].item() == pytest.approx(out["loss_rec"].item() + 0.5 * expected.item(), rel=1e-6)
