@@ -47,7 +47,8 @@ def trace_share(features: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
 
 def zca(features: torch.Tensor, eps: float) -> torch.Tensor:
-    centred = features.double() - features.double().mean(0)
+    x = features.double()
+    centred = x - x.mean(0)
     return (centred @ zca_matrix(torch.cov(centred.T), eps)).float()
 
 

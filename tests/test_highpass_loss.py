@@ -7,6 +7,7 @@ from disdiff_support import assert_gradient_reaches_only_the_trained_parts, loss
 
 from disdiff.config import ConfigError
 from disdiff.diffusion.highpass_loss import highpass_reconstruction_loss, spatial_differences
+from disdiff.diffusion.schedule import extract
 from disdiff.training.deviations import deviations_in_use
 
 
@@ -46,8 +47,8 @@ def test_bad_inputs_are_rejected():
 
 def test_the_term_is_off_by_default_and_reaches_the_shift_decoder_and_the_encoder(ldm_ckpt):
     module, out = losses_with_opt_in_term(ldm_ckpt, "loss_rec_highpass", rec_highpass_weight=2.0)
-    error = out["noise"] - out["pred"] - (module.schedule.shift_coef[out["t"]].view(-1, 1, 1, 1)
-                                          * out["fields"].sum(1))
+    coef = extract(module.schedule.shift_coef, out["t"], out["pred"].shape)
+    error = out["noise"] - out["pred"] - coef * out["fields"].sum(1)
     expected = highpass_reconstruction_loss(error, "l1")
     assert 0.0 < out["loss_rec_highpass"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(out["loss_rec"].item() + 2.0 * expected.item(), rel=1e-6)

@@ -110,6 +110,11 @@ def check_ramp(ramp: Sequence[int] | None, name: str) -> Ramp | None:
     return int(ramp[0]), int(ramp[1])
 
 
+def is_whole_number(value: Any) -> bool:
+    """An ``int`` (not a ``bool``) that is ``>= 0``: a count of steps or frequencies."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def ramp_factor(ramp: Ramp | None, step: int) -> float:
     """0 before ``start``, rising linearly, 1 from ``end`` on (1 everywhere without a ramp)."""
     if ramp is None:
@@ -170,10 +175,10 @@ class Deviations:
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
             raise ConfigError(f"nested_unit_dropout must be a probability in [0, 1], got {v['nested_unit_dropout']}")
         fourier = v["unit_fourier_features"]
-        if not isinstance(fourier, int) or isinstance(fourier, bool) or fourier < 0:
+        if not is_whole_number(fourier):
             raise ConfigError(f"unit_fourier_features must be a whole number of frequencies >= 0, got {fourier!r}")
         units = v["progressive_units"]
-        if not isinstance(units, int) or isinstance(units, bool) or units < 0:
+        if not is_whole_number(units):
             raise ConfigError(f"progressive_units must be a whole number of steps >= 0, got {units!r}")
         focus = v["timestep_focus"]
         if focus is not None:
@@ -184,7 +189,7 @@ class Deviations:
             focus = (int(focus[0]), float(focus[1]))
         until = v["train_reencoder_until"]
         if until is not None:
-            if isinstance(until, bool) or not isinstance(until, int) or until < 0:
+            if not is_whole_number(until):
                 raise ConfigError(f"train_reencoder_until must be a whole number of steps >= 0 or null, got {until!r}")
             if not v["train_reencoder"]:
                 raise ConfigError("train_reencoder_until is set but train_reencoder is false: it says when the live "
