@@ -17,8 +17,9 @@ through it the encoder, relatively more for the geometry.
 
 Measured on the oracle bound (docs/EXPERIMENTS.md, D30b against D32: the true factors as the code,
 weight 3): at 2,400 steps the shift decoder used scale 14x and shape 8x more than with L_r alone, the
-hues ~1.2x, and L_r itself ended lower. With a learned encoder it is untested so far (E105). No
-shipped config uses it.
+hues ~1.2x, and L_r itself ended lower. With a learned encoder (E105, E105r: seed 1 and 2, 4,000
+steps) it put orientation in a unit of its own by 2,000 steps, earlier than the default, but no
+unit took scale or shape. No shipped config uses it.
 
 With ``l2`` the sum ``L_r + w·L_hp`` is the quadratic form ``eᵀ (I + w DᵀD) e`` up to per-element
 normalisation, which is positive definite, so its minimiser over ε̂ is still the conditional mean
