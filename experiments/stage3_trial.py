@@ -28,6 +28,8 @@ from disdiff.evaluation import runs
 CONFIGS = ["disdiff/shapes3d-synth-vq-small-dis.yaml", "quickstart/disdiff-run.yaml"]
 # The CLI of the interpreter running this script (not whatever `disdiff` is first on PATH).
 DISDIFF = [sys.executable, "-m", "disdiff.cli.main"]
+# Frozen DPM features (1.0 GB for shapes3d-synth) shared by every trial's exports (disdiff export --feature-cache).
+FEATURE_CACHE = Path("runs/exp/feature-cache")
 
 
 def run(cmd: list[str], env: dict, log) -> None:
@@ -119,7 +121,9 @@ def main() -> None:
             continue
         npz = root / "representations" / f"step={step:08d}.npz"
         if not npz.is_file():
-            run([*DISDIFF, "export", str(by_step[step]), "--out", str(npz), "--no-progress"], env, log)
+            # One copy of the frozen features per stage 2 and dataset, shared by every trial's exports.
+            run([*DISDIFF, "export", str(by_step[step]), "--out", str(npz), "--no-progress",
+                 "--feature-cache", str(FEATURE_CACHE)], env, log)
         cmd = [*DISDIFF, "evaluate", str(npz), "--threads", str(args.threads), "--force"]
         if args.quick_dci and step != last:
             cmd += ["--set", "dci.num_train=2000", "--set", "dci.num_test=1000"]

@@ -95,9 +95,9 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     fills, calls = [], []
     features = FrozenFeatureCache.features
 
-    def spy(self, encoder, dataset, batch_size, progress):
+    def spy(self, encoder, dataset, batch_size, progress, dataset_key=None):
         before = self._key
-        out = features(self, encoder, dataset, batch_size, progress)
+        out = features(self, encoder, dataset, batch_size, progress, dataset_key)
         calls.append(len(out))
         if self._key != before:
             fills.append(len(out))

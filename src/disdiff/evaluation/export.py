@@ -7,6 +7,8 @@ The model is anything with ``encode(images, batch_size)`` returning a (B, N, d) 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from disdiff.utils.io import atomic_save_npz
+from disdiff.utils.io import atomic_save_npz, atomic_save_with
 
 
 def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], str | None]:
@@ -32,6 +34,12 @@ def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], 
     return (str(name) if name is not None else None, dict(params.get("dataset_options") or {}), params.get("data_dir"))
 
 
+def dataset_cache_key(name: str, options: dict[str, Any]) -> str:
+    """A short digest naming a dataset and its options in a feature-cache file name."""
+    text = json.dumps({"dataset": str(name), "options": options}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 class FrozenFeatureCache:
     """The frozen features of one dataset's images, kept for the next export.
 
@@ -41,43 +49,78 @@ class FrozenFeatureCache:
     (M x F float32 in memory: 1.0 GB for shapes3d-synth's 480,000 images and 544 features), later
     exports run only the heads. The cache holds one dataset and one feature digest at a time;
     ``fill_seconds`` is what computing the features took (the one-off part of the first export).
+
+    With a ``directory`` (``disdiff export --feature-cache DIR``) and a ``dataset_key``, the features
+    are also kept on disk as ``DIR/features-<dataset key>-<feature digest>-<M>.npy`` (float32, written
+    atomically) and memory-mapped by later processes, so that exporting many checkpoints of one run,
+    or of several runs on the same stage 2, computes them once. The file name carries everything the
+    features depend on, so a stale file cannot be picked up for other frozen networks or data.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str | Path | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else None
         self._key: tuple[int, str] | None = None
         self._features: np.ndarray | None = None
         self.fill_seconds = 0.0
+        self.loaded_from: Path | None = None
 
-    def features(self, encoder: Any, dataset: Any, batch_size: int, progress: bool) -> np.ndarray:
+    def file_for(self, dataset_key: str, fingerprint: str, num_images: int) -> Path | None:
+        """The on-disk file of one dataset's features under one digest (None without a directory)."""
+        if self.directory is None:
+            return None
+        return self.directory / f"features-{dataset_key}-{fingerprint[:16]}-{int(num_images)}.npy"
+
+    def features(self, encoder: Any, dataset: Any, batch_size: int, progress: bool,
+                 dataset_key: str | None = None) -> np.ndarray:
         """``(M, F)`` features of every image of ``dataset`` by ``encoder.features`` (computed once per digest)."""
+        fingerprint = encoder.features_fingerprint()
+        key = (id(dataset), fingerprint)
+        if self._key == key and self._features is not None:
+            return self._features
+        self._key, self._features, self.loaded_from = None, None, None  # free the old array first
+        M = len(dataset)
+        path = self.file_for(dataset_key, fingerprint, M) if dataset_key is not None else None
+        if path is not None and path.is_file():
+            features = np.load(path, mmap_mode="r")
+            if features.ndim != 2 or features.shape[0] != M or features.dtype != np.float32:
+                raise OSError(f"feature cache {path}: holds {features.dtype} {features.shape}, expected float32 "
+                                 f"({M}, F); delete the file to recompute it")
+            self._key, self._features, self.loaded_from, self.fill_seconds = key, features, path, 0.0
+            return features
+        start = time.monotonic()
+        features = self._compute(encoder, dataset, batch_size, progress)
+        self.fill_seconds = time.monotonic() - start
+        if path is not None:
+            atomic_save_with(path, lambda tmp: np.save(tmp, features), suffix=".tmp.npy")
+        self._key, self._features = key, features
+        return features
+
+    @staticmethod
+    def _compute(encoder: Any, dataset: Any, batch_size: int, progress: bool) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
 
-        key = (id(dataset), encoder.features_fingerprint())
-        if self._key != key or self._features is None:
-            self._key, self._features = None, None  # free the old array before filling a new one
-            start = time.monotonic()
-            device = next(encoder.parameters()).device
-            M, out = len(dataset), None
-            with torch.no_grad():
-                for begin in tqdm(range(0, M, int(batch_size)), desc="features", unit="batch", disable=not progress,
-                                  file=sys.stderr):
-                    idx = np.arange(begin, min(begin + int(batch_size), M))
-                    feats = encoder.features(torch.as_tensor(dataset.images(idx), device=device)).cpu().numpy()
-                    if out is None:
-                        out = np.empty((M, feats.shape[1]), dtype=np.float32)
-                    out[idx] = feats
-            self._key, self._features = key, out
-            self.fill_seconds = time.monotonic() - start
-        return self._features
+        device = next(encoder.parameters()).device
+        M, out = len(dataset), None
+        with torch.no_grad():
+            for begin in tqdm(range(0, M, int(batch_size)), desc="features", unit="batch", disable=not progress,
+                              file=sys.stderr):
+                idx = np.arange(begin, min(begin + int(batch_size), M))
+                feats = encoder.features(torch.as_tensor(dataset.images(idx), device=device)).cpu().numpy()
+                if out is None:
+                    out = np.empty((M, feats.shape[1]), dtype=np.float32)
+                out[idx] = feats
+        return out
 
 
 def export_representations(model: Any, dataset: Any, batch_size: int = 256, progress: bool = True,
-                           feature_cache: FrozenFeatureCache | None = None) -> np.ndarray:
+                           feature_cache: FrozenFeatureCache | None = None,
+                           dataset_key: str | None = None) -> np.ndarray:
     """Latents (M, N, d) float32 of every dataset image, row i = canonical image i.
 
     With ``feature_cache``, an encoder that has ``code_from_features`` (a head on frozen features)
     reads its features from the cache and runs only its head; any other encoder ignores the cache.
+    ``dataset_key`` (:func:`dataset_cache_key`) lets a cache with a directory keep them on disk.
     """
     from tqdm.auto import tqdm
 
@@ -88,12 +131,13 @@ def export_representations(model: Any, dataset: Any, batch_size: int = 256, prog
         import torch
 
         model.module.eval()
-        features = feature_cache.features(encoder, dataset, batch_size, progress)
+        features = feature_cache.features(encoder, dataset, batch_size, progress, dataset_key)
         device = next(encoder.parameters()).device
         with torch.no_grad():
             for start in range(0, M, int(batch_size)):
                 idx = slice(start, min(start + int(batch_size), M))
-                code = encoder.code_from_features(torch.from_numpy(features[idx]).to(device))
+                # torch.tensor copies: the features may be a read-only memory map of the disk cache.
+                code = encoder.code_from_features(torch.tensor(features[idx], device=device))
                 out[idx] = code.reshape(-1, model.num_units, model.unit_dim).cpu().numpy()
         return out
     starts = range(0, M, int(batch_size))

@@ -1,0 +1,106 @@
+"""The frozen-feature cache kept on disk (``disdiff export --feature-cache DIR``): a later process reads
+the features instead of recomputing them, with the same codes; the file name separates frozen networks
+and datasets; a damaged file is named, never silently used or replaced."""
+
+import numpy as np
+import pytest
+import torch
+from disdiff_support import make_ldm_checkpoint, make_module
+
+from disdiff.api import DisDiff
+from disdiff.cli.main import main
+from disdiff.evaluation.export import FrozenFeatureCache, dataset_cache_key, export_representations
+from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
+
+DPM = {"backbone": "dpm", "hidden": 16}
+FACTORS = [2, 2, 2, 2, 2, 2]  # a 64-image shapes3d-synth at 16x16, the test LDM's image size
+
+
+class _Images:
+    def __init__(self, n: int) -> None:
+        self.x = np.random.default_rng(0).uniform(-1, 1, size=(n, 3, 16, 16)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def images(self, indices):
+        return self.x[indices]
+
+
+@pytest.fixture
+def feature_calls(monkeypatch):
+    """How many images went through the frozen networks (DPMFeatureEncoder.features)."""
+    calls: list[int] = []
+    features = DPMFeatureEncoder.features
+    monkeypatch.setattr(DPMFeatureEncoder, "features", lambda self, x: calls.append(len(x)) or features(self, x))
+    return calls
+
+
+def test_a_second_process_reads_the_features_from_disk_and_gets_the_same_codes(ldm_ckpt, tmp_path, feature_calls):
+    data = _Images(10)
+    model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
+    later = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=1))  # another checkpoint, same frozen networks
+    feature_calls.clear()  # building a module runs the encoder once on a probe image
+    direct = export_representations(later, data, batch_size=4, progress=False)
+    assert sum(feature_calls) == 10
+
+    key = dataset_cache_key("toy", {"n": 10})
+    first = FrozenFeatureCache(tmp_path / "cache")
+    export_representations(model, data, 4, False, feature_cache=first, dataset_key=key)
+    assert sum(feature_calls) == 20 and first.loaded_from is None
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].name.startswith(f"features-{key}-") and files[0].name.endswith("-10.npy")
+
+    fresh = FrozenFeatureCache(tmp_path / "cache")  # what a new `disdiff export` process starts with
+    cached = export_representations(later, data, 4, False, feature_cache=fresh, dataset_key=key)
+    assert sum(feature_calls) == 20  # nothing recomputed
+    assert fresh.loaded_from == files[0] and fresh.fill_seconds == 0.0
+    assert np.allclose(cached, direct, atol=1e-5)
+
+
+def test_other_frozen_networks_or_another_dataset_get_their_own_file(ldm_ckpt, tmp_path, feature_calls):
+    data = _Images(6)
+    cache_dir = tmp_path / "cache"
+    model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
+    other = DisDiff(make_module(make_ldm_checkpoint(tmp_path / "other.ckpt", seed=7), encoder_config=DPM, seed=0))
+    feature_calls.clear()
+    key = dataset_cache_key("toy", {"n": 6})
+    export_representations(model, data, 4, False, feature_cache=FrozenFeatureCache(cache_dir), dataset_key=key)
+    got = export_representations(other, data, 4, False, feature_cache=FrozenFeatureCache(cache_dir), dataset_key=key)
+    assert np.allclose(got, export_representations(other, data, 4, False), atol=1e-5)
+    export_representations(model, data, 4, False, feature_cache=FrozenFeatureCache(cache_dir),
+                           dataset_key=dataset_cache_key("toy", {"n": 6, "resolution": 16}))
+    assert len(list(cache_dir.iterdir())) == 3 and sum(feature_calls) == 6 * 4
+    assert dataset_cache_key("a", {"x": 1, "y": 2}) == dataset_cache_key("a", {"y": 2, "x": 1})
+
+
+def test_a_damaged_cache_file_is_named_and_left_alone(ldm_ckpt, tmp_path):
+    data = _Images(6)
+    model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
+    cache = FrozenFeatureCache(tmp_path / "cache")
+    key = dataset_cache_key("toy", {})
+    path = cache.file_for(key, model.module.encoder.features_fingerprint(), len(data))
+    path.parent.mkdir()
+    np.save(path, np.zeros((5, 3), dtype=np.float32))  # the wrong number of images
+    with pytest.raises(OSError, match=r"feature cache .*features-.*-6\.npy.*\(6, F\)"):
+        export_representations(model, data, 4, False, feature_cache=cache, dataset_key=key)
+    assert np.load(path).shape == (5, 3)
+
+
+def test_the_export_command_with_a_feature_cache_writes_the_same_representations(ldm_ckpt, tmp_path, feature_calls):
+    module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
+    ckpt = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, ckpt)
+    common = [str(ckpt), "--dataset", "shapes3d-synth", "--dataset-option", "resolution=16",
+              "--dataset-option", f"factor_sizes={FACTORS}", "--no-progress"]
+    assert main(["export", *common, "--out", str(tmp_path / "plain.npz")]) == 0
+    cache = ["--feature-cache", str(tmp_path / "cache")]
+    assert main(["export", *common, *cache, "--out", str(tmp_path / "first.npz")]) == 0
+    calls_after_first = sum(feature_calls)
+    assert main(["export", *common, *cache, "--out", str(tmp_path / "second.npz")]) == 0
+    # Loading the checkpoint runs the encoder on one probe image; the 64 dataset images were read from disk.
+    assert sum(feature_calls) - calls_after_first < 64
+    latents = [np.load(tmp_path / f"{name}.npz")["latents"] for name in ("plain", "first", "second")]
+    assert latents[0].shape == (64, 3, 4)
+    assert np.allclose(latents[1], latents[0], atol=1e-5) and np.array_equal(latents[1], latents[2])
