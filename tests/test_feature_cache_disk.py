@@ -85,6 +85,10 @@ def test_a_damaged_cache_file_is_named_and_left_alone(ldm_ckpt, tmp_path):
     with pytest.raises(OSError, match=r"feature cache .*features-.*-6\.npy.*\(6, F\)"):
         export_representations(model, data, 4, False, feature_cache=cache, dataset_key=key)
     assert np.load(path).shape == (5, 3)
+    path.write_bytes(b"not an npy file")
+    with pytest.raises(OSError, match=r"feature cache .*features-.*-6\.npy: cannot be read"):
+        export_representations(model, data, 4, False, feature_cache=cache, dataset_key=key)
+    assert path.read_bytes() == b"not an npy file"
 
 
 def test_the_export_command_with_a_feature_cache_writes_the_same_representations(ldm_ckpt, tmp_path, feature_calls):

@@ -53,8 +53,10 @@ class FrozenFeatureCache:
     With a ``directory`` (``disdiff export --feature-cache DIR``) and a ``dataset_key``, the features
     are also kept on disk as ``DIR/features-<dataset key>-<feature digest>-<M>.npy`` (float32, written
     atomically) and memory-mapped by later processes, so that exporting many checkpoints of one run,
-    or of several runs on the same stage 2, computes them once. The file name carries everything the
-    features depend on, so a stale file cannot be picked up for other frozen networks or data.
+    or of several runs on the same stage 2, computes them once. The file name carries the dataset's name
+    and options, its size and a digest of every frozen weight, so a file is not picked up for other
+    frozen networks or dataset options (the same dataset name read from another folder is assumed to
+    hold the same images).
     """
 
     def __init__(self, directory: str | Path | None = None) -> None:
@@ -81,10 +83,13 @@ class FrozenFeatureCache:
         M = len(dataset)
         path = self.file_for(dataset_key, fingerprint, M) if dataset_key is not None else None
         if path is not None and path.is_file():
-            features = np.load(path, mmap_mode="r")
+            try:
+                features = np.load(path, mmap_mode="r")
+            except (ValueError, EOFError) as exc:  # not an .npy file, or a truncated one
+                raise OSError(f"feature cache {path}: cannot be read ({exc}); delete the file to recompute it") from exc
             if features.ndim != 2 or features.shape[0] != M or features.dtype != np.float32:
                 raise OSError(f"feature cache {path}: holds {features.dtype} {features.shape}, expected float32 "
-                                 f"({M}, F); delete the file to recompute it")
+                              f"({M}, F); delete the file to recompute it")
             self._key, self._features, self.loaded_from, self.fill_seconds = key, features, path, 0.0
             return features
         start = time.monotonic()
