@@ -109,3 +109,35 @@ def losses_with_opt_in_term(ldm_ckpt: Path, term: str, **switch):
     module = make_module(ldm_ckpt, dis_weight=0.0, **switch)
     randomize_shift_output(module)  # at initialisation G = 0, where no gradient reaches the encoder
     return module, module.compute_losses(x, generator=torch.Generator().manual_seed(0))
+
+
+class ImageSet:
+    """A dataset's image interface (``len``, ``images(indices)``) over fixed random images, as export reads it."""
+
+    def __init__(self, n: int, seed: int = 3) -> None:
+        self.x = random_images(n, seed=seed).numpy()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def images(self, indices):
+        return self.x[indices]
+
+
+def count_feature_calls(monkeypatch) -> list[int]:
+    """From now on, the batch size of every pass through the frozen networks
+    (``DPMFeatureEncoder.features``) is appended to the returned list."""
+    from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
+
+    calls: list[int] = []
+    features = DPMFeatureEncoder.features
+    monkeypatch.setattr(DPMFeatureEncoder, "features", lambda self, x: calls.append(len(x)) or features(self, x))
+    return calls
+
+
+def save_module_checkpoint(module, path: Path, global_step: int = 0) -> Path:
+    """``module`` as a stage-3 checkpoint file that ``DisDiff.load`` reads (parents created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "global_step": global_step}, path)
+    return path

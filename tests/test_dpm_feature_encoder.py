@@ -7,8 +7,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from disdiff_support import (IMAGE_SIZE, ImageBatches, make_ldm_checkpoint, make_module, random_images,
-                             randomize_shift_output)
+from disdiff_support import (IMAGE_SIZE, ImageBatches, ImageSet, count_feature_calls, make_ldm_checkpoint,
+                             make_module, random_images, randomize_shift_output, save_module_checkpoint)
 from torch.utils.data import DataLoader
 
 from disdiff.api import DisDiff
@@ -91,9 +91,7 @@ def test_a_training_step_reads_the_code_from_its_own_latent_with_the_same_losses
 
 def test_a_checkpoint_restores_the_same_codes_and_the_image_geometry(ldm_ckpt, tmp_path):
     module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
-    path = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
+    path = save_module_checkpoint(module, tmp_path / "run" / "checkpoints" / "step=00000000.ckpt")
     x = random_images(4)
     assert not torch.allclose(make_module(ldm_ckpt, encoder_config=DPM, seed=1).encoder(x), module.encoder(x))
     model = DisDiff.load(path)
@@ -170,33 +168,18 @@ def test_bad_settings_name_the_key(ldm_ckpt, config, kwargs, message):
         make_module(ldm_ckpt, encoder_config=config, **kwargs)
 
 
-class _Images:
-    """A dataset's image interface (``len``, ``images(indices)``) over fixed random images."""
-
-    def __init__(self, n: int) -> None:
-        self.x = random_images(n, seed=3).numpy()
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def images(self, indices):
-        return self.x[indices]
-
-
 def test_an_export_through_the_feature_cache_equals_the_direct_one_and_computes_features_once(
         ldm_ckpt, tmp_path, monkeypatch):
     from disdiff.evaluation.export import FrozenFeatureCache, export_representations
 
-    data = _Images(10)
+    data = ImageSet(10)
     first = DisDiff(make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, seed=0))
     second = DisDiff(make_module(ldm_ckpt, encoder_config={**DPM, "standardize_code": True}, seed=1))
     direct = [export_representations(model, data, batch_size=4, progress=False) for model in (first, second)]
     assert not np.allclose(direct[0], direct[1])  # two heads, so a cache that mixed them up would show
     other = DisDiff(make_module(make_ldm_checkpoint(tmp_path / "other.ckpt", seed=7), encoder_config=DPM, seed=0))
 
-    calls = []
-    features = DPMFeatureEncoder.features
-    monkeypatch.setattr(DPMFeatureEncoder, "features", lambda self, x: calls.append(len(x)) or features(self, x))
+    calls = count_feature_calls(monkeypatch)
     cache = FrozenFeatureCache()
     cached = [export_representations(model, data, batch_size=4, progress=False, feature_cache=cache)
               for model in (first, second)]
@@ -271,9 +254,7 @@ def test_a_checkpoint_keeps_the_fitted_whitening(ldm_ckpt, tmp_path):
     module = make_module(ldm_ckpt, encoder_config=WHITE).eval()
     assert fit_feature_whitening(module.encoder, [random_images(6, seed=9)], lambda batch: batch)
     assert {"encoder.whitening.mean", "encoder.whitening.matrix", "encoder.whitening.fitted"} <= set(module.state_dict())
-    path = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, path)
+    path = save_module_checkpoint(module, tmp_path / "run" / "checkpoints" / "step=00000000.ckpt")
     model = DisDiff.load(path)
     assert bool(model.module.encoder.whitening.fitted)
     x = random_images(4)

@@ -4,40 +4,24 @@ and datasets; a damaged file is named, never silently used or replaced."""
 
 import numpy as np
 import pytest
-import torch
-from disdiff_support import make_ldm_checkpoint, make_module
+from disdiff_support import ImageSet, count_feature_calls, make_ldm_checkpoint, make_module, save_module_checkpoint
 
 from disdiff.api import DisDiff
 from disdiff.cli.main import main
 from disdiff.evaluation.export import FrozenFeatureCache, dataset_cache_key, export_representations
-from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 
 DPM = {"backbone": "dpm", "hidden": 16}
 FACTORS = [2, 2, 2, 2, 2, 2]  # a 64-image shapes3d-synth at 16x16, the test LDM's image size
 
 
-class _Images:
-    def __init__(self, n: int) -> None:
-        self.x = np.random.default_rng(0).uniform(-1, 1, size=(n, 3, 16, 16)).astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def images(self, indices):
-        return self.x[indices]
-
-
 @pytest.fixture
 def feature_calls(monkeypatch):
     """How many images went through the frozen networks (DPMFeatureEncoder.features)."""
-    calls: list[int] = []
-    features = DPMFeatureEncoder.features
-    monkeypatch.setattr(DPMFeatureEncoder, "features", lambda self, x: calls.append(len(x)) or features(self, x))
-    return calls
+    return count_feature_calls(monkeypatch)
 
 
 def test_a_second_process_reads_the_features_from_disk_and_gets_the_same_codes(ldm_ckpt, tmp_path, feature_calls):
-    data = _Images(10)
+    data = ImageSet(10)
     model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
     later = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=1))  # another checkpoint, same frozen networks
     feature_calls.clear()  # building a module runs the encoder once on a probe image
@@ -59,7 +43,7 @@ def test_a_second_process_reads_the_features_from_disk_and_gets_the_same_codes(l
 
 
 def test_other_frozen_networks_or_another_dataset_get_their_own_file(ldm_ckpt, tmp_path, feature_calls):
-    data = _Images(6)
+    data = ImageSet(6)
     cache_dir = tmp_path / "cache"
     model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
     other = DisDiff(make_module(make_ldm_checkpoint(tmp_path / "other.ckpt", seed=7), encoder_config=DPM, seed=0))
@@ -75,7 +59,7 @@ def test_other_frozen_networks_or_another_dataset_get_their_own_file(ldm_ckpt, t
 
 
 def test_a_damaged_cache_file_is_named_and_left_alone(ldm_ckpt, tmp_path):
-    data = _Images(6)
+    data = ImageSet(6)
     model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
     cache = FrozenFeatureCache(tmp_path / "cache")
     key = dataset_cache_key("toy", {})
@@ -93,9 +77,7 @@ def test_a_damaged_cache_file_is_named_and_left_alone(ldm_ckpt, tmp_path):
 
 def test_the_export_command_with_a_feature_cache_writes_the_same_representations(ldm_ckpt, tmp_path, feature_calls):
     module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
-    ckpt = tmp_path / "run" / "checkpoints" / "step=00000000.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "global_step": 0}, ckpt)
+    ckpt = save_module_checkpoint(module, tmp_path / "run" / "checkpoints" / "step=00000000.ckpt")
     common = [str(ckpt), "--dataset", "shapes3d-synth", "--dataset-option", "resolution=16",
               "--dataset-option", f"factor_sizes={FACTORS}", "--no-progress"]
     assert main(["export", *common, "--out", str(tmp_path / "plain.npz")]) == 0
