@@ -89,18 +89,20 @@ def test_set_value_reaches_stage3_the_identity_and_the_report(tmp_path):
         Quickstart(dataclasses.replace(settings, sets=[])).prepare()
 
 
-def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_once(tmp_path, monkeypatch):
+def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_once_before_stage3(
+        tmp_path, monkeypatch, capsys):
     from disdiff.evaluation.export import FrozenFeatureCache
 
     fills, calls = [], []
     features = FrozenFeatureCache.features
+    stage3_done = tmp_path / "qs" / "stage3_disdiff" / "DONE.json"
 
     def spy(self, encoder, dataset, batch_size, progress, dataset_key=None):
         before = self._key
         out = features(self, encoder, dataset, batch_size, progress, dataset_key)
         calls.append(len(out))
         if self._key != before:
-            fills.append(len(out))
+            fills.append((len(out), stage3_done.is_file()))
         return out
 
     monkeypatch.setattr(FrozenFeatureCache, "features", spy)
@@ -112,5 +114,17 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     md_path, _ = Quickstart(settings).run()
     report = md_path.read_text()
     assert "encoder_config.backbone" in report and "left out" not in report
-    # The final checkpoint and the curve's three earlier ones: one computation of the features.
-    assert len(calls) == 4 and fills == [96]
+    # Once, before stage 3 trained (the trained checkpoints' frozen networks hash the same), then
+    # read by the final checkpoint's export and the curve's three earlier ones.
+    assert fills == [(96, False)] and len(calls) == 5
+    assert "frozen features: 96 images in" in capsys.readouterr().out
+    assert "features" in report  # its wall time is listed
+
+
+def test_the_cnn_encoder_needs_no_frozen_features(tmp_path, capsys):
+    pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
+    settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32, factor_sizes=[2, 2, 2, 2, 2, 3],
+                             pretrained_dir=pretrained, sets=["disdiff:model.params.encoder_config.backbone=cnn"],
+                             curve_points=1)
+    Quickstart(settings).run()
+    assert "frozen features: none (the image encoder reads the images themselves)" in capsys.readouterr().out
