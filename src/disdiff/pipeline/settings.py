@@ -52,14 +52,15 @@ class QuickstartSettings:
     overhead_minutes_max: float = 5.0
     #: Stage 3 may train on into that reserve when the machine is fast enough
     #: (:class:`disdiff.pipeline.stage_timer.SpeedReserveTimer`): the final steps are predicted as
-    #: ``tail_step_equivalents`` training steps, at the step time measured during stage 3. On a
-    #: 2-core AMD EPYC, with the metric curve's three points and the report's 15 s, they needed 219 s
-    #: after 0.180 s steps (1,217 steps' worth, 2026-12-06 00:20) and 242 s after a median of
-    #: 0.170 s (1,424; 04:09, export 43 s instead of 29 s); 1,400 left a curve point out there.
-    #: ~900 on a 2-core Xeon (session 17). 1,700 is a fifth more than the largest. The reserve
-    #: never falls below ``overhead_minutes_min`` nor rises above the fixed one.
+    #: ``tail_step_equivalents`` training steps, at the step time measured during stage 3. Since the
+    #: frozen DPM features are computed before stage 3 (``Quickstart.precompute_frozen_features``), the
+    #: final steps are the heads' export, the evaluation, figures, unit usage, three curve points and
+    #: the report: 147 s after 0.407 s steps on a 2-core AMD EPYC (361 steps' worth; docs/EXPERIMENTS.md
+    #: M18, 2026-12-06). 550 is 1.5 times that one measurement. (Before, the final export computed the
+    #: features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The reserve never falls below
+    #: ``overhead_minutes_min`` nor rises above the fixed one.
     speed_reserve: bool = True
-    tail_step_equivalents: float = 1700.0
+    tail_step_equivalents: float = 550.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last
     # validation, checkpoint and image grids; 31 s after a 12.75-minute stage-3 share), at most
