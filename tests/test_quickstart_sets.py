@@ -97,9 +97,9 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     features = FrozenFeatureCache.features
     stage3_done = tmp_path / "qs" / "stage3_disdiff" / "DONE.json"
 
-    def spy(self, encoder, dataset, batch_size, progress, dataset_key=None):
+    def spy(self, encoder, dataset, batch_size, progress, dataset_key=None, on_batch=None):
         before = self._key
-        out = features(self, encoder, dataset, batch_size, progress, dataset_key)
+        out = features(self, encoder, dataset, batch_size, progress, dataset_key, on_batch)
         calls.append(len(out))
         if self._key != before:
             fills.append((len(out), stage3_done.is_file()))
@@ -117,7 +117,9 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     # Once, before stage 3 trained (the trained checkpoints' frozen networks hash the same), then
     # read by the final checkpoint's export and the curve's three earlier ones.
     assert fills == [(96, False)] and len(calls) == 5
-    assert "frozen features: 96 images in" in capsys.readouterr().out
+    console = capsys.readouterr().out
+    assert "frozen features: 96 of 96 images" in console  # the progress line (line_interval 0)
+    assert "frozen features: 96 images in" in console
     assert "features" in report  # its wall time is listed
 
 

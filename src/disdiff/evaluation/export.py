@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -73,8 +73,10 @@ class FrozenFeatureCache:
         return self.directory / f"features-{dataset_key}-{fingerprint[:16]}-{int(num_images)}.npy"
 
     def features(self, encoder: Any, dataset: Any, batch_size: int, progress: bool,
-                 dataset_key: str | None = None) -> np.ndarray:
-        """``(M, F)`` features of every image of ``dataset`` by ``encoder.features`` (computed once per digest)."""
+                 dataset_key: str | None = None, on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """``(M, F)`` features of every image of ``dataset`` by ``encoder.features`` (computed once per digest).
+
+        ``on_batch(done, M)`` is called after every computed batch (a pipeline's progress line)."""
         fingerprint = encoder.features_fingerprint()
         key = (id(dataset), fingerprint)
         if self._key == key and self._features is not None:
@@ -93,7 +95,7 @@ class FrozenFeatureCache:
             self._key, self._features, self.loaded_from, self.fill_seconds = key, features, path, 0.0
             return features
         start = time.monotonic()
-        features = self._compute(encoder, dataset, batch_size, progress)
+        features = self._compute(encoder, dataset, batch_size, progress, on_batch)
         self.fill_seconds = time.monotonic() - start
         if path is not None:
             atomic_save_with(path, lambda tmp: np.save(tmp, features), suffix=".tmp.npy")
@@ -101,7 +103,8 @@ class FrozenFeatureCache:
         return features
 
     @staticmethod
-    def _compute(encoder: Any, dataset: Any, batch_size: int, progress: bool) -> np.ndarray:
+    def _compute(encoder: Any, dataset: Any, batch_size: int, progress: bool,
+                 on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
         import torch
         from tqdm.auto import tqdm
 
@@ -115,6 +118,8 @@ class FrozenFeatureCache:
                 if out is None:
                     out = np.empty((M, feats.shape[1]), dtype=np.float32)
                 out[idx] = feats
+                if on_batch is not None:
+                    on_batch(int(idx[-1]) + 1, M)
         return out
 
 

@@ -246,10 +246,10 @@ class Quickstart:
         if not hasattr(encoder, "code_from_features"):
             line.done("none (the image encoder reads the images themselves)")
             return
-        line.update(f"{self.data.num_images} images through the frozen networks")
         module.eval()
         start = time.monotonic()
-        self.feature_cache.features(encoder, self.data.dataset, EXPORT_BATCH_SIZE, progress=False)
+        self.feature_cache.features(encoder, self.data.dataset, EXPORT_BATCH_SIZE, progress=False,
+                                    on_batch=lambda done, total: line.update(f"{done} of {total} images"))
         self.features_precomputed = True
         line.done(f"{self.data.num_images} images in {format_minutes(time.monotonic() - start)}, kept for the exports")
 
