@@ -19,7 +19,7 @@ import torch
 
 from disdiff.api import DisDiff
 from disdiff.data.registry import load_dataset
-from disdiff.evaluation.export import save_representations
+from disdiff.evaluation.export import FrozenFeatureCache, export_representations, save_representations
 
 
 def main() -> None:
@@ -33,18 +33,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = DisDiff.load(args.run)
     model.module.eval()
-    encoder = model.module.encoder
     dataset = load_dataset("shapes3d-synth", resolution=32)
     M = len(dataset)
-    codes = np.empty((M, model.num_units, model.unit_dim), dtype=np.float32)
+    # Fill the cache under the autocast (the features come back as float32 arrays of bf16 results);
+    # the export then finds them there and runs only the head, in float32.
+    cache = FrozenFeatureCache()
     start = time.monotonic()
-    with torch.no_grad():
-        for begin in range(0, M, args.batch):
-            idx = np.arange(begin, min(begin + args.batch, M))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                feats = encoder.features(torch.as_tensor(dataset.images(idx)))
-            codes[idx] = encoder.code_from_features(feats.float()).reshape(len(idx), model.num_units,
-                                                                            model.unit_dim).numpy()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache.features(model.module.encoder, dataset, args.batch, progress=False)
+    codes = export_representations(model, dataset, batch_size=args.batch, progress=False, feature_cache=cache)
     seconds = time.monotonic() - start
     save_representations(args.out, codes, model.global_step, "shapes3d-synth", dataset)
     with np.load(args.float32_npz) as npz:
