@@ -90,3 +90,54 @@ def test_the_export_command_with_a_feature_cache_writes_the_same_representations
     latents = [np.load(tmp_path / f"{name}.npz")["latents"] for name in ("plain", "first", "second")]
     assert latents[0].shape == (64, 3, 4)
     assert np.allclose(latents[1], latents[0], atol=1e-5) and np.array_equal(latents[1], latents[2])
+
+
+def test_bf16_features_are_close_to_float32_and_kept_in_their_own_file(ldm_ckpt, tmp_path, feature_calls):
+    data = ImageSet(8)
+    model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))
+    encoder = model.module.eval().encoder
+    key = dataset_cache_key("toy", {"n": 8})
+    exact = FrozenFeatureCache(tmp_path / "cache")
+    half = FrozenFeatureCache(tmp_path / "cache", bf16=True)
+    f32 = np.asarray(exact.features(encoder, data, 4, False, key))
+    b16 = np.asarray(half.features(encoder, data, 4, False, key))
+    assert not exact.used_bf16 and half.used_bf16
+    assert b16.dtype == np.float32 and b16.shape == f32.shape
+    # bf16 keeps 8 bits of mantissa: the features move, by a fraction of a percent, not more.
+    relative = np.linalg.norm(b16 - f32) / np.linalg.norm(f32)
+    assert 0.0 < relative < 0.03
+    names = sorted(path.name for path in (tmp_path / "cache").iterdir())
+    assert len(names) == 2 and sum("-bf16-8.npy" in name for name in names) == 1
+    # A later process asking for bf16 features reads the bf16 file, never the float32 one.
+    again = FrozenFeatureCache(tmp_path / "cache", bf16=True)
+    calls = sum(feature_calls)
+    assert np.array_equal(again.features(encoder, data, 4, False, key), b16) and sum(feature_calls) == calls
+    assert again.loaded_from is not None and again.loaded_from.name.endswith("-bf16-8.npy")
+    # The codes of the head on bf16 features stay close to the float32 export's.
+    codes = export_representations(model, data, 4, False, feature_cache=FrozenFeatureCache(bf16=True))
+    reference = export_representations(model, data, 4, False)
+    assert np.linalg.norm(codes - reference) / np.linalg.norm(reference) < 0.05
+
+
+def test_the_bf16_switch_reads_auto_and_the_command_line_words(monkeypatch):
+    from disdiff.training import precision
+
+    assert FrozenFeatureCache(bf16="TRUE").bf16 is True and FrozenFeatureCache(bf16="false").bf16 is False
+    with pytest.raises(ValueError, match="bf16 must be true, false or auto"):
+        FrozenFeatureCache(bf16="fast")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_bf16(FrozenFeatureCache(bf16="auto").bf16, "cpu") is False
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_bf16(FrozenFeatureCache(bf16="auto").bf16, "cpu") is True
+
+
+def test_the_export_command_with_bf16_features_writes_codes_close_to_float32(ldm_ckpt, tmp_path):
+    module = make_module(ldm_ckpt, encoder_config=DPM, seed=0).eval()
+    ckpt = save_module_checkpoint(module, tmp_path / "run" / "checkpoints" / "step=00000000.ckpt")
+    common = [str(ckpt), "--dataset", "shapes3d-synth", "--dataset-option", "resolution=16",
+              "--dataset-option", f"factor_sizes={FACTORS}", "--no-progress"]
+    assert main(["export", *common, "--out", str(tmp_path / "plain.npz")]) == 0
+    assert main(["export", *common, "--features-bf16", "true", "--out", str(tmp_path / "bf16.npz")]) == 0
+    plain, bf16 = (np.load(tmp_path / f"{name}.npz")["latents"] for name in ("plain", "bf16"))
+    assert plain.shape == bf16.shape == (64, 3, 4) and not np.array_equal(plain, bf16)
+    assert np.linalg.norm(bf16 - plain) / np.linalg.norm(plain) < 0.05

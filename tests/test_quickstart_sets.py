@@ -110,17 +110,19 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     sets = ["disdiff:model.params.encoder_config.backbone=dpm", "disdiff:model.params.encoder_config.hidden=16",
             "disdiff:model.params.encoder_config.standardize_code=true", "disdiff:model.params.train_reencoder=false"]
     settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32,
-                             factor_sizes=[2, 2, 2, 2, 2, 3], pretrained_dir=pretrained, sets=sets)
+                             factor_sizes=[2, 2, 2, 2, 2, 3], pretrained_dir=pretrained, sets=sets,
+                             features_bf16=True)
     quickstart = Quickstart(settings)
     md_path, _ = quickstart.run()
     report = md_path.read_text()
     assert "encoder_config.backbone" in report and "left out" not in report
+    assert quickstart.feature_cache.used_bf16 and "computed under a bf16 autocast" in report
     # Once, before stage 3 trained (the trained checkpoints' frozen networks hash the same), then
     # read by the final checkpoint's export and the curve's three earlier ones.
     assert fills == [(96, False)] and len(calls) == 5
     console = capsys.readouterr().out
     assert "frozen features: 96 of 96 images" in console  # the progress line (line_interval 0)
-    assert "frozen features: 96 images in" in console
+    assert "frozen features: 96 images in" in console and "(bf16 autocast)" in console
     assert "features" in quickstart.timings  # timed as a step of its own (the report lists steps of 1 s or more)
 
 

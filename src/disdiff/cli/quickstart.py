@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="stop stage 3 where the fixed reserve for the final steps says (5 minutes at most), "
                              "instead of training on into it when the measured step time says they still fit")
     parser.add_argument("--figure-steps", type=int, default=50, help="DDIM steps of the swap and traversal grids (default 50)")
+    parser.add_argument("--features-bf16", default="auto", choices=["auto", "true", "false"],
+                        help="compute the exports' frozen DPM features under a bf16 autocast; auto: where the CPU "
+                             "has native bf16 (default auto; training always reads float32 features)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="a config value for one stage (autoencoder, ldm or disdiff), checked before anything "
                              "trains; repeatable, e.g. --set disdiff:model.params.train_reencoder_until=4000")
@@ -91,6 +94,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
                                   data_dir=args.data_dir, resolution=args.resolution, units=args.units,
                                   factor_sizes=args.factor_sizes, from_scratch=args.from_scratch,
                                   curve_points=args.curve_points, figure_steps=args.figure_steps, sets=list(args.sets),
-                                  speed_reserve=not args.fixed_reserve)
+                                  speed_reserve=not args.fixed_reserve,
+                                  features_bf16=args.features_bf16)
     Quickstart(settings).run()
     return 0

@@ -67,7 +67,7 @@ class Quickstart:
         self.curve: list[CurvePoint] = []
         self.notes: list[str] = []
         # An encoder on frozen features (backbone: dpm) computes them once for all exports of the run.
-        self.feature_cache = FrozenFeatureCache()
+        self.feature_cache = FrozenFeatureCache(bf16=settings.features_bf16)
         #: True once the features were computed before stage 3 (then no export includes their one-off time).
         self.features_precomputed = False
         self.clock = PipelineClock(settings.minutes * 60.0, self.step_names(STAGES))
@@ -251,7 +251,12 @@ class Quickstart:
         self.feature_cache.features(encoder, self.data.dataset, EXPORT_BATCH_SIZE, progress=False,
                                     on_batch=lambda done, total: line.update(f"{done} of {total} images"))
         self.features_precomputed = True
-        line.done(f"{self.data.num_images} images in {format_minutes(time.monotonic() - start)}, kept for the exports")
+        precision = "bf16 autocast" if self.feature_cache.used_bf16 else "float32"
+        line.done(f"{self.data.num_images} images in {format_minutes(time.monotonic() - start)} ({precision}), "
+                  "kept for the exports")
+        if self.feature_cache.used_bf16:
+            self.notes.append("The exports' frozen features were computed under a bf16 autocast (the heads in "
+                              "float32; training is not affected): `--features-bf16 false` keeps them float32.")
 
     def final_step(self) -> int:
         return int(self.layout.read_done("disdiff")["global_step"])

@@ -60,6 +60,12 @@ class QuickstartSettings:
     #: features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The reserve never falls below
     #: ``overhead_minutes_min`` nor rises above the fixed one.
     speed_reserve: bool = True
+    #: The frozen features of the exports (not of training) under a bf16 autocast: ``"auto"`` where the
+    #: CPU has native bf16 (:func:`disdiff.training.precision.resolve_bf16`). On a 2-core AMD EPYC the
+    #: 480,000 images' features took 380-466 s in float32 and 191-227 s in bf16, and one checkpoint's
+    #: codes scored the same metrics to the third decimal (docs/EXPERIMENTS.md D36, D36b), so about three
+    #: minutes more of the 30 go to stage 3. ``False`` keeps every number float32.
+    features_bf16: bool | str = "auto"
     tail_step_equivalents: float = 550.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last

@@ -29,11 +29,13 @@ _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def check_bf16_setting(value: object, key: str) -> Bf16Setting:
-    """``value`` as a switch setting (``True``, ``False`` or ``"auto"``); ValueError naming ``key`` otherwise."""
+    """``value`` as a switch setting (``True``, ``False`` or ``"auto"``); ValueError naming ``key`` otherwise.
+
+    The strings ``"true"`` and ``"false"`` (any case, as a command line gives them) count as the booleans."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() == "auto":
-        return "auto"
+    if isinstance(value, str) and value.lower() in ("auto", "true", "false"):
+        return {"auto": "auto", "true": True, "false": False}[value.lower()]
     raise ValueError(f"{key} must be true, false or auto, got {value!r}")
 
 
