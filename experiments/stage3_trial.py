@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick-dci", action="store_true", help="DCI with 2000/1000 points for non-final steps")
     parser.add_argument("--eval-only", action="store_true")
+    parser.add_argument("--features-bf16", action="store_true",
+                        help="exports compute the frozen features under a bf16 autocast (D36b; kept in their own cache file)")
     parser.add_argument("--continue-from", default=None,
                         help="copy another run's config and last.ckpt (or the given checkpoint file) here first, "
                              "then resume it with the overrides (to change one setting of an already-trained model)")
@@ -113,7 +115,7 @@ def main() -> None:
         wanted = sorted(by_step)
     results = json.loads((root / "trial.json").read_text()) if (root / "trial.json").is_file() else {"points": {}}
     results.update({"name": args.name, "overrides": args.overrides, "ldm": args.ldm, "threads": args.threads,
-                    "seed": args.seed})
+                    "seed": args.seed, "features_bf16": bool(args.features_bf16)})
     if not args.eval_only:
         results["train_wall_minutes"] = round(train_minutes, 2)
     for step in wanted:
@@ -123,7 +125,8 @@ def main() -> None:
         if not npz.is_file():
             # One copy of the frozen features per stage 2 and dataset, shared by every trial's exports.
             run([*DISDIFF, "export", str(by_step[step]), "--out", str(npz), "--no-progress",
-                 "--feature-cache", str(FEATURE_CACHE)], env, log)
+                 "--feature-cache", str(FEATURE_CACHE), "--features-bf16", "true" if args.features_bf16 else "false"],
+                env, log)
         cmd = [*DISDIFF, "evaluate", str(npz), "--threads", str(args.threads), "--force"]
         if args.quick_dci and step != last:
             cmd += ["--set", "dci.num_train=2000", "--set", "dci.num_test=1000"]
