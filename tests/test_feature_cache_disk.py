@@ -120,7 +120,7 @@ def test_bf16_features_are_close_to_float32_and_kept_in_their_own_file(ldm_ckpt,
 
 
 def test_the_bf16_switch_reads_auto_and_the_command_line_words(monkeypatch):
-    from disdiff.training import precision
+    from disdiff.utils import precision
 
     assert FrozenFeatureCache(bf16="TRUE").bf16 is True and FrozenFeatureCache(bf16="false").bf16 is False
     with pytest.raises(ValueError, match="bf16 must be true, false or auto"):

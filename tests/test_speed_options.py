@@ -105,7 +105,7 @@ def test_speed_switches_default_to_the_published_numerics(ldm_ckpt):
 
 
 def test_bf16_auto_is_on_only_on_a_cpu_with_native_bf16(monkeypatch):
-    from disdiff.training import precision
+    from disdiff.utils import precision
 
     for native in (True, False):
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
@@ -121,7 +121,7 @@ def test_bf16_auto_is_on_only_on_a_cpu_with_native_bf16(monkeypatch):
 
 
 def test_bf16_auto_switches_the_module(ldm_ckpt, monkeypatch):
-    from disdiff.training import precision
+    from disdiff.utils import precision
 
     with pytest.raises(ConfigError, match="autocast_bf16 must be true, false or auto"):
         make_module(ldm_ckpt, autocast_bf16="sometimes")

@@ -19,7 +19,7 @@ import numpy as np
 from disdiff.utils.io import atomic_save_npz, atomic_save_with
 
 if TYPE_CHECKING:
-    from disdiff.training.precision import Bf16Setting
+    from disdiff.utils.precision import Bf16Setting
 
 
 def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], str | None]:
@@ -61,7 +61,7 @@ class FrozenFeatureCache:
     frozen networks or dataset options (the same dataset name read from another folder is assumed to
     hold the same images).
 
-    ``bf16`` (``True``, ``False`` or ``"auto"``, :func:`disdiff.training.precision.resolve_bf16`)
+    ``bf16`` (``True``, ``False`` or ``"auto"``, :func:`disdiff.utils.precision.resolve_bf16`)
     computes the features under a bfloat16 autocast; they are kept as float32 and the heads still run
     in float32. On a 2-core AMD EPYC with native bf16 that is 1.9x the float32 throughput, with a
     relative error of 0.5% in the features, and the codes of a trained head then score the same
@@ -71,7 +71,7 @@ class FrozenFeatureCache:
     """
 
     def __init__(self, directory: str | Path | None = None, bf16: Bf16Setting = False) -> None:
-        from disdiff.training.precision import check_bf16_setting  # imports torch: not at module import
+        from disdiff.utils.precision import check_bf16_setting  # imports torch: not at module import
 
         self.directory = Path(directory) if directory is not None else None
         self.bf16 = check_bf16_setting(bf16, "bf16")
@@ -93,7 +93,7 @@ class FrozenFeatureCache:
         """``(M, F)`` features of every image of ``dataset`` by ``encoder.features`` (computed once per digest).
 
         ``on_batch(done, M)`` is called after every computed batch (a pipeline's progress line)."""
-        from disdiff.training.precision import resolve_bf16
+        from disdiff.utils.precision import resolve_bf16
 
         fingerprint = encoder.features_fingerprint()
         bf16 = resolve_bf16(self.bf16, next(encoder.parameters()).device)

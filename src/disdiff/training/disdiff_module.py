@@ -54,7 +54,7 @@ from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
 from disdiff.training.encoder_setup import fit_feature_whitening
-from disdiff.training.precision import check_bf16_setting, resolve_bf16
+from disdiff.utils.precision import check_bf16_setting, resolve_bf16
 from disdiff.training.stage3_parts import (
     build_image_encoder, check_stage3_options, load_frozen_stages, resolve_ldm_checkpoint,
 )
@@ -92,7 +92,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     model, issue 13), so every shipped config keeps it false. tests/test_speed_options.py bounds
     both switches' difference to float32, and the disentangling gradient at small G to float64.
     ``auto`` is on only on CPUs with native bf16 instructions and off on accelerators
-    (:mod:`disdiff.training.precision`); the published stage-3 configs ship ``autocast_bf16:
+    (:mod:`disdiff.utils.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
     ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
