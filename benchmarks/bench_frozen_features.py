@@ -1,7 +1,8 @@
 """Throughput of the frozen features of the DPM-feature encoder (``DPMFeatureEncoder.features``: the
 stage-1 encoder, then the stage-2 UNet's encoder half), which the quickstart computes once for all of
-a run's exports, at several batch sizes, in float32 (what the quickstart does) and, with ``--bf16``,
-under a bfloat16 autocast as well (not used anywhere yet: a candidate for a faster export).
+a run's exports, at several batch sizes, in float32 and, with ``--bf16``, under a bfloat16 autocast
+as well (``FrozenFeatureCache(bf16=...)``: the quickstart's default on a CPU with native bf16,
+``--features-bf16``).
 
     python benchmarks/bench_frozen_features.py --threads 2 --images 4096 --batch-sizes 128,256,1024 [--bf16]
 

@@ -35,13 +35,11 @@ def main() -> None:
     model.module.eval()
     dataset = load_dataset("shapes3d-synth", resolution=32)
     M = len(dataset)
-    # Fill the cache under the autocast (the features come back as float32 arrays of bf16 results);
-    # the export then finds them there and runs only the head, in float32.
-    cache = FrozenFeatureCache()
+    # The cache computes the features under the autocast (kept as float32 arrays of bf16 results);
+    # the export then runs only the head on them, in float32.
     start = time.monotonic()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        cache.features(model.module.encoder, dataset, args.batch, progress=False)
-    codes = export_representations(model, dataset, batch_size=args.batch, progress=False, feature_cache=cache)
+    codes = export_representations(model, dataset, batch_size=args.batch, progress=False,
+                                   feature_cache=FrozenFeatureCache(bf16=True))
     seconds = time.monotonic() - start
     save_representations(args.out, codes, model.global_step, "shapes3d-synth", dataset)
     with np.load(args.float32_npz) as npz:

@@ -79,7 +79,11 @@ class FrozenFeatureCache:
         self._features: np.ndarray | None = None
         self.fill_seconds = 0.0
         self.loaded_from: Path | None = None
-        self.used_bf16 = False
+
+    @property
+    def used_bf16(self) -> bool:
+        """Whether the features the cache holds were computed under the bf16 autocast."""
+        return self._key is not None and self._key[2]
 
     def file_for(self, dataset_key: str, fingerprint: str, num_images: int, bf16: bool = False) -> Path | None:
         """The on-disk file of one dataset's features under one digest (None without a directory)."""
@@ -101,7 +105,6 @@ class FrozenFeatureCache:
         if self._key == key and self._features is not None:
             return self._features
         self._key, self._features, self.loaded_from = None, None, None  # free the old array first
-        self.used_bf16 = bf16
         M = len(dataset)
         path = self.file_for(dataset_key, fingerprint, M, bf16) if dataset_key is not None else None
         if path is not None and path.is_file():
