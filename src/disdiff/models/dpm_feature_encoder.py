@@ -24,12 +24,16 @@ Layers, for an image ``x`` in [−1, 1]:
    ~86 % the hues and under 1 % scale and shape, so the head learns a geometric read-out ~100x slower
    than a hue's (docs/EXPERIMENTS.md, D28);
 5. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``;
+   With ``ica_init`` (off by default) a second, linear read-out of the ``F`` features is added to the
+   head's output: :class:`disdiff.models.ica_readout.ICAReadout`, set before the first training step
+   to the independent components of ``ica_images`` training images' features, with the head's last
+   layer zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38);
 6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
    encoder's switch of that name: every code dimension has unit variance over real images, so the
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
    output scale closed a loop that diverged (docs/EXPERIMENTS.md, E99 seed 2).
 
-Only the layers of steps 5-6 are trained; step 4's statistics are fixed buffers, saved in checkpoints.
+Only the layers of steps 5-6 (and the ICA read-out) are trained; step 4's statistics are fixed buffers, saved in checkpoints.
 The frozen networks are the stage-3 module's own (``first_stage`` and ``denoiser.unet``); this encoder
 holds them without registering them, so they add nothing to its parameters, state dict or mode
 switches, and no gradient reaches their weights. Gradients do flow
@@ -44,13 +48,14 @@ import torch
 from torch import nn
 
 from disdiff.models.feature_whitening import FixedWhitening
+from disdiff.models.ica_readout import ICAReadout
 from disdiff.models.image_encoder import standardized_code
 
 __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
-               "whitening_images")
+               "whitening_images", "ica_init", "ica_images")
 
 
 def latent_is_deterministic(first_stage: nn.Module) -> bool:
@@ -76,13 +81,17 @@ class DPMFeatureEncoder(nn.Module):
     def __init__(self, first_stage: nn.Module, unet: nn.Module, scale_factor: float, image_shape: tuple[int, int, int],
                  num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
                  standardize_code: bool = False, whiten_features: bool = False, whitening_eps: float = 0.1,
-                 whitening_images: int = 4096) -> None:
+                 whitening_images: int = 4096, ica_init: bool = False, ica_images: int = 5000) -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
             raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
         if whiten_features and (float(whitening_eps) <= 0 or int(whitening_images) < 2):
             raise ValueError(f"whitening_eps must be > 0 and whitening_images >= 2, got {whitening_eps}, "
                              f"{whitening_images}")
+        if ica_init and whiten_features:
+            raise ValueError("ica_init and whiten_features exclude each other (ICA whitens the features itself)")
+        if ica_init and int(ica_images) <= num_units * unit_dim:
+            raise ValueError(f"ica_images must exceed the code's {num_units * unit_dim} dimensions, got {ica_images}")
         self._frozen = (first_stage, unet)  # a tuple: not registered, so not this module's parameters
         self.scale_factor = float(scale_factor)
         self.feature_t = int(feature_t)
@@ -95,6 +104,8 @@ class DPMFeatureEncoder(nn.Module):
         self.whitening_images = int(whitening_images)
         self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
                                   nn.Linear(int(hidden), self.num_units * self.unit_dim))
+        self.ica = ICAReadout(num_features, self.num_units * self.unit_dim) if ica_init else None
+        self.ica_images = int(ica_images)
         self.code_norm = nn.BatchNorm1d(self.num_units * self.unit_dim, affine=False) if standardize_code else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +146,21 @@ class DPMFeatureEncoder(nn.Module):
         """Steps 4-6 on precomputed :meth:`features` (what an export of many checkpoints shares)."""
         if self.whitening is not None:
             features = self.whitening(features)
-        return standardized_code(self.head(features), self.code_norm, running_code_stats)
+        code = self.head(features)
+        if self.ica is not None:
+            code = code + self.ica(features)
+        return standardized_code(code, self.code_norm, running_code_stats)
+
+    @torch.no_grad()
+    def fit_ica(self, features: torch.Tensor, seed: int = 0):
+        """Step 4's opt-in ICA read-out: fit it on ``features`` ``(n, F)`` and zero the head's last layer,
+        so that the code equals the independent components; return their excess kurtosis."""
+        if self.ica is None:
+            raise ValueError("this encoder was built without ica_init")
+        kurtosis = self.ica.fit(features, seed)
+        self.head[-1].weight.zero_()
+        self.head[-1].bias.zero_()
+        return kurtosis
 
     def encode_units(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, N, d)``."""

@@ -53,7 +53,7 @@ from disdiff.models.unit_total_correlation import TotalCorrelationDiscriminator
 from disdiff.training.batches import images_from_batch
 from disdiff.training.deviations import Deviations
 from disdiff.training.ema_step import BatchEMAUpdate
-from disdiff.training.encoder_setup import fit_feature_whitening
+from disdiff.training.encoder_setup import fit_feature_whitening, fit_ica_readout
 from disdiff.utils.precision import check_bf16_setting, resolve_bf16
 from disdiff.training.stage3_parts import (
     build_image_encoder, check_stage3_options, load_frozen_stages, resolve_ldm_checkpoint,
@@ -424,6 +424,10 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         fit_feature_whitening(self.encoder, self.trainer.train_dataloader,
                               lambda batch: self.get_input(batch).to(self.scale_factor.device),
                               lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
+        # Its opt-in ICA read-out (ica_init), likewise; every process takes the first process's fit.
+        fit_ica_readout(self.encoder, self.trainer.train_dataloader,
+                        lambda batch: self.get_input(batch).to(self.scale_factor.device),
+                        lambda obj: self.trainer.strategy.broadcast(obj, src=0))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)

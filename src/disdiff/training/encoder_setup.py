@@ -1,8 +1,9 @@
 """One-off preparation of the image encoder before stage 3's first training step.
 
-Today one thing: the DPM head's opt-in fixed feature whitening (``encoder_config.whiten_features``,
-:class:`disdiff.models.feature_whitening.FixedWhitening`) is fitted on the training images. The frozen
-features it whitens never change, so their statistics are estimated once rather than tracked.
+Two opt-in fits of the DPM head, each on training images: its fixed feature whitening
+(``encoder_config.whiten_features``, :class:`disdiff.models.feature_whitening.FixedWhitening`) and its
+ICA read-out (``encoder_config.ica_init``, :class:`disdiff.models.ica_readout.ICAReadout`). The frozen
+features they are fitted on never change, so each is fitted once rather than tracked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["feature_moments", "fit_feature_whitening"]
+__all__ = ["feature_moments", "fit_feature_whitening", "fit_ica_readout"]
 
 
 @torch.no_grad()
@@ -56,4 +57,42 @@ def fit_feature_whitening(encoder: torch.nn.Module, loader: Iterable[Any], to_im
     whitening.fit(float(count_tensor), reduce_sum(total), reduce_sum(outer))
     log.info("fitted the DPM head's feature whitening on %d training images (eps %g)", int(count_tensor),
              whitening.eps)
+    return True
+
+
+@torch.no_grad()
+def collect_features(features_of: Callable[[torch.Tensor], torch.Tensor], image_batches: Iterable[torch.Tensor],
+                     max_images: int) -> torch.Tensor:
+    """``(n, F)`` features of the first ``max_images`` images of ``image_batches`` (fewer if they run out)."""
+    chunks, count = [], 0
+    for images in image_batches:
+        chunks.append(features_of(images[: max_images - count]).detach().cpu())
+        count += len(chunks[-1])
+        if count >= max_images:
+            break
+    if not chunks:
+        raise ValueError("no training images to fit the ICA read-out on (the training dataloader is empty)")
+    return torch.cat(chunks)
+
+
+def fit_ica_readout(encoder: torch.nn.Module, loader: Iterable[Any], to_images: Callable[[Any], torch.Tensor],
+                    broadcast: Callable[[Any], Any] = lambda obj: obj) -> bool:
+    """Fit ``encoder``'s ICA read-out (and zero its head's last layer) when it has one that is not fitted
+    yet (a run resumed from a checkpoint has it fitted); return whether it fitted.
+
+    ``broadcast`` sends an object from the first process to all (a distributed run's processes see
+    different images, and FastICA's answer depends on them): every process loads the first one's fit.
+    The global random state is restored afterwards, as in :func:`fit_feature_whitening`.
+    """
+    readout = getattr(encoder, "ica", None)
+    if readout is None or bool(readout.fitted):
+        return False
+    with torch.random.fork_rng(devices=[]):
+        features = collect_features(encoder.features, (to_images(batch) for batch in loader), encoder.ica_images)
+    kurtosis = encoder.fit_ica(features)
+    fitted = broadcast({key: value.detach().cpu() for key, value in encoder.state_dict().items()
+                        if key.startswith(("ica.", "head."))})
+    encoder.load_state_dict(fitted, strict=False)
+    log.info("fitted the DPM head's ICA read-out on %d training images; excess kurtosis of its components: %s",
+             len(features), " ".join(f"{k:+.2f}" for k in kurtosis))
     return True

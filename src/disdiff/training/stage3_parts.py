@@ -165,7 +165,9 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                                  standardize_code=bool(encoder_config.get("standardize_code", False)),
                                  whiten_features=bool(encoder_config.get("whiten_features", False)),
                                  whitening_eps=float(encoder_config.get("whitening_eps", 0.1)),
-                                 whitening_images=int(encoder_config.get("whitening_images", 4096)))
+                                 whitening_images=int(encoder_config.get("whitening_images", 4096)),
+                                 ica_init=bool(encoder_config.get("ica_init", False)),
+                                 ica_images=int(encoder_config.get("ica_images", 5000)))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 

@@ -1,0 +1,83 @@
+"""A read-out of the frozen features initialised by independent component analysis (opt-in
+``encoder_config.ica_init`` of the DPM head, a deviation from the paper).
+
+Why (docs/EXPERIMENTS.md, D38): the factors of a ground-truth dataset are independent and discrete,
+so each is a non-Gaussian source; where the frozen UNet features hold a factor along one direction,
+ICA finds that direction without labels, whatever its share of the variance. On shapes3d-synth six
+components of FastICA fitted on 5,000 images' features are the floor, wall and object hues and the
+orientation (η² 0.88-0.96) plus two hue mixtures, and that code alone, untrained, scores FactorVAE
+0.736. The randomly initialised head instead starts on the largest-variance directions (the hues,
+D28) and takes thousands of steps to separate them.
+
+The read-out is ``ŝ = ((h − μ) / σ) · Wᵀ + b``, with the per-feature mean ``μ`` and standard
+deviation ``σ`` fixed buffers and ``W``, ``b`` a trained ``Linear`` set by :meth:`ICAReadout.fit` to
+FastICA's unmixing of the standardised features, so that on the fitting images every output has
+mean 0 and variance 1. The outputs are ordered by excess kurtosis, lowest first: a uniformly
+distributed discrete factor is sub-Gaussian (kurtosis −1.2 for many levels), while the components
+that mix factors are nearer Gaussian or heavy-tailed (D38: +1.4 to +2.6), and the first units are the
+ones the nested unit dropout keeps most often.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["ICAReadout", "independent_components"]
+
+
+def independent_components(features: np.ndarray, num_components: int, seed: int = 0,
+                           max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(unmixing (K, F), offset (K,), kurtosis (K,))`` of FastICA (scikit-learn, ``logcosh``
+    contrast, PCA whitening to unit variance) on ``features`` ``(n, F)``: ``features @ unmixing.T +
+    offset`` are the K estimated sources, each with mean 0 and variance 1 over ``features``, ordered
+    by excess kurtosis ``E[s⁴] − 3``, lowest first."""
+    from sklearn.decomposition import FastICA  # scikit-learn is a dependency; imported where it is used
+
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) <= num_components:
+        raise ValueError(f"ICA of {num_components} components needs more than {num_components} feature vectors "
+                         f"(n, F), got shape {features.shape}")
+    ica = FastICA(n_components=num_components, whiten="unit-variance", max_iter=max_iter, tol=1e-4,
+                  random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non-convergence is reported through n_iter_ by the caller's log
+        sources = ica.fit_transform(features)
+    mean, std = sources.mean(0), sources.std(0)
+    unmixing = ica.components_ / std[:, None]
+    offset = -(ica.mean_ @ unmixing.T) - mean / std
+    standard = (sources - mean) / std
+    kurtosis = (standard ** 4).mean(0) - 3.0
+    order = np.argsort(kurtosis, kind="stable")
+    return unmixing[order], offset[order], kurtosis[order]
+
+
+class ICAReadout(nn.Module):
+    """``(B, F) → (B, K)``: a trained linear read-out of standardised features, initialised by ICA (module docstring)."""
+
+    def __init__(self, num_features: int, num_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_features, num_outputs)
+        self.register_buffer("mean", torch.zeros(num_features))
+        self.register_buffer("scale", torch.ones(num_features))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, seed: int = 0) -> np.ndarray:
+        """Set ``μ``, ``σ``, ``W``, ``b`` from ``features`` ``(n, F)``; return the components' excess kurtosis."""
+        h = features.detach().double().cpu()
+        mean, scale = h.mean(0), h.std(0).clamp_min(1e-6)
+        unmixing, offset, kurtosis = independent_components(((h - mean) / scale).numpy(), self.linear.out_features,
+                                                            seed)
+        self.mean.copy_(mean.to(self.mean.dtype))
+        self.scale.copy_(scale.to(self.scale.dtype))
+        self.linear.weight.copy_(torch.from_numpy(unmixing).to(self.linear.weight.dtype))
+        self.linear.bias.copy_(torch.from_numpy(offset).to(self.linear.bias.dtype))
+        self.fitted.fill_(True)
+        return kurtosis
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear((h - self.mean.to(h.dtype)) / self.scale.to(h.dtype))

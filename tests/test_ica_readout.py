@@ -1,0 +1,117 @@
+"""The DPM head's opt-in ICA read-out (``encoder_config.ica_init``): ICA recovers known independent
+sources, the encoder starts from them, gradients reach it, it is fitted once and survives a checkpoint."""
+
+import warnings
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from disdiff_support import ImageBatches, make_module, random_images, save_module_checkpoint
+from torch.utils.data import DataLoader
+
+from disdiff.api import DisDiff
+from disdiff.config import ConfigError
+from disdiff.models.ica_readout import ICAReadout, independent_components
+from disdiff.training.deviations import deviations_in_use
+from disdiff.training.encoder_setup import fit_ica_readout
+
+ICA = {"backbone": "dpm", "hidden": 16, "ica_init": True, "ica_images": 24}
+
+
+def mixed_sources(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three independent sources (two discrete uniform, one Laplace) mixed into 8 dimensions."""
+    rng = np.random.RandomState(seed)
+    sources = np.stack([rng.randint(0, 10, n), rng.randint(0, 4, n), rng.laplace(size=n)], axis=1).astype(float)
+    mixing = rng.normal(size=(3, 8))
+    return sources, sources @ mixing + 1e-3 * rng.normal(size=(n, 8))
+
+
+def test_ica_recovers_independent_sources_one_to_one():
+    sources, observed = mixed_sources()
+    unmixing, offset, kurtosis = independent_components(observed, 3)
+    estimated = observed @ unmixing.T + offset
+    assert np.allclose(estimated.mean(0), 0, atol=1e-8) and np.allclose(estimated.std(0), 1, atol=1e-6)
+    corr = np.abs(np.corrcoef(estimated.T, sources.T)[:3, 3:])
+    assert np.all(corr.max(1) > 0.99)  # each component is one source ...
+    assert sorted(corr.argmax(1)) == [0, 1, 2]  # ... and each source is found once
+    assert np.all(np.diff(kurtosis) >= 0)  # ordered by kurtosis: the uniform sources first, the Laplace last
+    assert corr[2].argmax() == 2 and kurtosis[2] > 1 and kurtosis[0] < -1
+
+
+def test_ica_needs_more_vectors_than_components():
+    with pytest.raises(ValueError, match="more than 6"):
+        independent_components(np.zeros((6, 10)), 6)
+
+
+def test_the_readout_reproduces_the_components_on_raw_features():
+    sources, observed = mixed_sources()
+    readout = ICAReadout(8, 3)
+    kurtosis = readout.fit(torch.from_numpy(100 * observed + 5))  # any feature scale and offset
+    with torch.no_grad():
+        out = readout(torch.from_numpy(100 * observed + 5).float()).double().numpy()
+    assert bool(readout.fitted) and len(kurtosis) == 3
+    assert np.allclose(out.mean(0), 0, atol=1e-3) and np.allclose(out.std(0), 1, atol=1e-3)
+    assert np.all(np.abs(np.corrcoef(out.T, sources.T)[:3, 3:]).max(1) > 0.99)
+
+
+def test_the_encoder_starts_from_the_components_and_trains_them(ldm_ckpt):
+    module = make_module(ldm_ckpt, encoder_config=ICA)
+    encoder = module.encoder
+    features = encoder.features(random_images(24, seed=3))
+    encoder.fit_ica(features)
+    x = random_images(4)
+    with torch.no_grad():
+        assert torch.allclose(encoder(x), encoder.ica(encoder.features(x)), atol=1e-6)  # the head adds 0
+    assert not encoder.head[-1].weight.any() and not encoder.head[-1].bias.any()
+    encoder(x).square().sum().backward()
+    assert encoder.ica.linear.weight.grad.abs().sum() > 0 and encoder.head[-1].weight.grad.abs().sum() > 0
+    frozen = list(module.first_stage.parameters()) + list(module.denoiser.unet.parameters())
+    assert frozen and all(p.grad is None for p in frozen)
+    assert {"encoder.ica.linear.weight", "encoder.ica.mean", "encoder.ica.scale", "encoder.ica.fitted"} \
+        <= set(module.state_dict())
+
+
+def test_it_is_fitted_once_at_train_start_and_survives_a_checkpoint(ldm_ckpt, tmp_path):
+    module = make_module(ldm_ckpt, encoder_config=ICA)
+    assert not bool(module.encoder.ica.fitted)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, DataLoader(ImageBatches(32), batch_size=4))
+    assert bool(module.encoder.ica.fitted)
+    weight = module.encoder.ica.linear.weight.detach().clone()
+    assert not fit_ica_readout(module.encoder, [random_images(32, seed=5)], lambda batch: batch)  # left alone
+    assert torch.equal(module.encoder.ica.linear.weight, weight)
+    path = save_module_checkpoint(module.eval(), tmp_path / "run" / "checkpoints" / "step=00000001.ckpt")
+    loaded = DisDiff.load(path).module
+    assert bool(loaded.encoder.ica.fitted)
+    x = random_images(3)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encoder(x), module.encoder(x), atol=1e-6)
+
+
+def test_the_fit_takes_the_first_process_result_and_keeps_the_random_state(ldm_ckpt):
+    encoder = make_module(ldm_ckpt, encoder_config=ICA).encoder
+    other = make_module(ldm_ckpt, encoder_config=ICA).encoder
+    other.fit_ica(other.features(random_images(24, seed=11)))
+    first = {key: value.clone() for key, value in other.state_dict().items()}
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    loader = DataLoader(ImageBatches(32), batch_size=4, shuffle=True)
+    assert fit_ica_readout(encoder, loader, lambda batch: batch["image"],
+                           lambda obj: {key: first[key] for key in obj})  # "process 0" fitted other images
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(encoder.ica.linear.weight, first["ica.linear.weight"])
+
+
+def test_config_errors_and_the_deviation_list(ldm_ckpt):
+    with pytest.raises(ConfigError, match="ica_init and whiten_features"):
+        make_module(ldm_ckpt, encoder_config={**ICA, "whiten_features": True})
+    with pytest.raises(ConfigError, match="ica_images must exceed"):
+        make_module(ldm_ckpt, encoder_config={**ICA, "ica_images": 2})
+    used = deviations_in_use({"encoder_config": ICA})
+    assert used["encoder_config.ica_init"] is True and used["encoder_config.ica_images"] == 24
+    off = deviations_in_use({"encoder_config": {**ICA, "ica_init": False}})
+    assert "encoder_config.ica_init" not in off and "encoder_config.ica_images" not in off
