@@ -23,9 +23,8 @@ Layers, for an image ``x`` in [−1, 1]:
    :func:`disdiff.training.encoder_setup.fit_feature_whitening`). Why: the raw features' variance is
    ~86 % the hues and under 1 % scale and shape, so the head learns a geometric read-out ~100x slower
    than a hue's (docs/EXPERIMENTS.md, D28);
-5. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``;
-   With ``ica_init`` (off by default) a second, linear read-out of the ``F`` features is added to the
-   head's output: :class:`disdiff.models.ica_readout.ICAReadout`, set before the first training step
+5. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``. With ``ica_init`` (off
+   by default) a second, linear read-out of the ``F`` features is added to the head's output: :class:`disdiff.models.ica_readout.ICAReadout`, set before the first training step
    to the independent components of ``ica_images`` training images' features, with the head's last
    layer zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38);
 6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
@@ -33,7 +32,8 @@ Layers, for an image ``x`` in [−1, 1]:
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
    output scale closed a loop that diverged (docs/EXPERIMENTS.md, E99 seed 2).
 
-Only the layers of steps 5-6 (and the ICA read-out) are trained; step 4's statistics are fixed buffers, saved in checkpoints.
+Only the layers of steps 5-6 are trained (the ICA read-out's weights included; its feature statistics
+are fixed); step 4's statistics are fixed buffers, saved in checkpoints.
 The frozen networks are the stage-3 module's own (``first_stage`` and ``denoiser.unet``); this encoder
 holds them without registering them, so they add nothing to its parameters, state dict or mode
 switches, and no gradient reaches their weights. Gradients do flow
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -152,8 +153,8 @@ class DPMFeatureEncoder(nn.Module):
         return standardized_code(code, self.code_norm, running_code_stats)
 
     @torch.no_grad()
-    def fit_ica(self, features: torch.Tensor, seed: int = 0):
-        """Step 4's opt-in ICA read-out: fit it on ``features`` ``(n, F)`` and zero the head's last layer,
+    def fit_ica(self, features: torch.Tensor, seed: int = 0) -> np.ndarray:
+        """Step 5's opt-in ICA read-out: fit it on ``features`` ``(n, F)`` and zero the head's last layer,
         so that the code equals the independent components; return their excess kurtosis."""
         if self.ica is None:
             raise ValueError("this encoder was built without ica_init")
