@@ -24,9 +24,10 @@ Layers, for an image ``x`` in [−1, 1]:
    ~86 % the hues and under 1 % scale and shape, so the head learns a geometric read-out ~100x slower
    than a hue's (docs/EXPERIMENTS.md, D28);
 5. ``LayerNorm(F)`` → ``Linear(F, hidden)`` → SiLU → ``Linear(hidden, N·d)``. With ``ica_init`` (off
-   by default) a second, linear read-out of the ``F`` features is added to the head's output: :class:`disdiff.models.ica_readout.ICAReadout`, set before the first training step
-   to the independent components of ``ica_images`` training images' features, with the head's last
-   layer zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38);
+   by default) a second, linear read-out of the ``F`` features is added to the head's output
+   (:class:`disdiff.models.ica_readout.ICAReadout`), set before the first training step to the
+   independent components of ``ica_images`` training images' features, with the head's last layer
+   zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38);
 6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
    encoder's switch of that name: every code dimension has unit variance over real images, so the
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded

@@ -421,12 +421,13 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
     def on_train_start(self) -> None:
         # The DPM head's opt-in fixed feature whitening: fitted on training images before the first step.
-        fit_feature_whitening(self.encoder, self.trainer.train_dataloader,
-                              lambda batch: self.get_input(batch).to(self.scale_factor.device),
+        def to_images(batch: Any) -> torch.Tensor:
+            return self.get_input(batch).to(self.scale_factor.device)
+
+        fit_feature_whitening(self.encoder, self.trainer.train_dataloader, to_images,
                               lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum"))
         # Its opt-in ICA read-out (ica_init), likewise; every process takes the first process's fit.
-        fit_ica_readout(self.encoder, self.trainer.train_dataloader,
-                        lambda batch: self.get_input(batch).to(self.scale_factor.device),
+        fit_ica_readout(self.encoder, self.trainer.train_dataloader, to_images,
                         lambda obj: self.trainer.strategy.broadcast(obj, src=0))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:

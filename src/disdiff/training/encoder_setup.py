@@ -9,7 +9,7 @@ features they are fitted on never change, so each is fitted once rather than tra
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -18,20 +18,30 @@ log = logging.getLogger(__name__)
 __all__ = ["feature_moments", "fit_feature_whitening", "fit_ica_readout"]
 
 
+def first_images_features(features_of: Callable[[torch.Tensor], torch.Tensor],
+                          image_batches: Iterable[torch.Tensor], max_images: int) -> Iterator[torch.Tensor]:
+    """The features of the first ``max_images`` images of ``image_batches``, a batch at a time (fewer
+    images if the batches run out)."""
+    count = 0
+    for images in image_batches:
+        h = features_of(images[: max_images - count])
+        count += len(h)
+        yield h
+        if count >= max_images:
+            break
+
+
 @torch.no_grad()
 def feature_moments(features_of: Callable[[torch.Tensor], torch.Tensor], image_batches: Iterable[torch.Tensor],
                     max_images: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """``(n, Σ h, Σ h hᵀ)`` in float64 over the features ``h`` of the first ``max_images`` images of
     ``image_batches`` (fewer if they run out)."""
     count, total, outer = 0, None, None
-    for images in image_batches:
-        images = images[: max_images - count]
-        h = features_of(images).double()
+    for h in first_images_features(features_of, image_batches, max_images):
+        h = h.double()
         total = h.sum(0) if total is None else total + h.sum(0)
         outer = h.T @ h if outer is None else outer + h.T @ h
         count += len(h)
-        if count >= max_images:
-            break
     if total is None:
         raise ValueError("no training images to fit the feature whitening on (the training dataloader is empty)")
     return count, total, outer
@@ -60,21 +70,6 @@ def fit_feature_whitening(encoder: torch.nn.Module, loader: Iterable[Any], to_im
     return True
 
 
-@torch.no_grad()
-def collect_features(features_of: Callable[[torch.Tensor], torch.Tensor], image_batches: Iterable[torch.Tensor],
-                     max_images: int) -> torch.Tensor:
-    """``(n, F)`` features of the first ``max_images`` images of ``image_batches`` (fewer if they run out)."""
-    chunks, count = [], 0
-    for images in image_batches:
-        chunks.append(features_of(images[: max_images - count]).detach().cpu())
-        count += len(chunks[-1])
-        if count >= max_images:
-            break
-    if not chunks:
-        raise ValueError("no training images to fit the ICA read-out on (the training dataloader is empty)")
-    return torch.cat(chunks)
-
-
 def fit_ica_readout(encoder: torch.nn.Module, loader: Iterable[Any], to_images: Callable[[Any], torch.Tensor],
                     broadcast: Callable[[Any], Any] = lambda obj: obj) -> bool:
     """Fit ``encoder``'s ICA read-out (and zero its head's last layer) when it has one that is not fitted
@@ -87,8 +82,12 @@ def fit_ica_readout(encoder: torch.nn.Module, loader: Iterable[Any], to_images: 
     readout = getattr(encoder, "ica", None)
     if readout is None or bool(readout.fitted):
         return False
-    with torch.random.fork_rng(devices=[]):
-        features = collect_features(encoder.features, (to_images(batch) for batch in loader), encoder.ica_images)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        chunks = [h.cpu() for h in first_images_features(encoder.features, (to_images(batch) for batch in loader),
+                                                          encoder.ica_images)]
+    if not chunks:
+        raise ValueError("no training images to fit the ICA read-out on (the training dataloader is empty)")
+    features = torch.cat(chunks)
     kurtosis = encoder.fit_ica(features)
     fitted = broadcast({key: value.detach().cpu() for key, value in encoder.state_dict().items()
                         if key.startswith(("ica.", "head."))})
