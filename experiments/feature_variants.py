@@ -3,7 +3,7 @@ scale or shape, as it finds the hues and the orientation in the pooled features 
 
 The DPM encoder's features (:meth:`DPMFeatureEncoder.features_of_latent`) average every level of the frozen
 UNet encoder half over space and flatten the lowest level. Here the same networks are read in other ways
-(each level flattened, max- or std-pooled, other ``t``, the latent, the pixels), and for each variant
+(each level flattened, max- or std-pooled, other ``t``, the latent, the pixels, the pixels' colour edges), and for each variant
 FastICA (no labels) is fitted on half of a random sample and scored on the other half: per factor, the
 best η² of any component. A variant in which some component has η² near 1 for scale or shape is one an
 ICA-initialised head could start from.
@@ -32,6 +32,15 @@ def levels(unet, latent: torch.Tensor, t: int) -> list[torch.Tensor]:
     return hs
 
 
+def edge_map(x: torch.Tensor) -> torch.Tensor:
+    """(B, H-1, W-1) colour-edge strength (L1 of the RGB differences to the right and below), scaled per
+    image to unit maximum so that how different two hues are matters less than where they meet."""
+    dx = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
+    dy = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
+    edges = dx + dy
+    return edges / edges.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
+
+
 VARIANTS = {
     # name: (t, function of (images, latent, hs) -> (B, F))
     "pooled": (0, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
@@ -44,6 +53,12 @@ VARIANTS = {
     "spatial_4x4": (0, lambda x, z, hs: torch.cat([h.flatten(1) for h in hs[2:]], 1)),
     "latent": (0, lambda x, z, hs: z.flatten(1)),
     "pixels": (0, lambda x, z, hs: x.flatten(1)),
+    "edges": (0, lambda x, z, hs: edge_map(x).flatten(1)),
+    "edges_binary": (0, lambda x, z, hs: (edge_map(x) > 0.25).float().flatten(1)),
+    # Both blocks, each divided by the square root of its width after the per-feature standardisation
+    # (below), so that each block has the same total variance.
+    "pooled+edges": (0, lambda x, z, hs: torch.cat([
+        torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1), edge_map(x).flatten(1)], 1)),
 }
 
 
@@ -68,6 +83,9 @@ def main() -> None:
                 chunks.append(read(x, z, levels(unet, z, t)).float())
             feats = torch.cat(chunks).numpy().astype(np.float64)
         feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+        if name == "pooled+edges":
+            feats[:, :544] /= np.sqrt(544)
+            feats[:, 544:] /= np.sqrt(feats.shape[1] - 544)
         print(f"\n== {name}: {feats.shape[1]} features ({time.time() - start:.0f} s)")
         for k in (int(s) for s in args.components.split(",")):
             ica = FastICA(n_components=k, whiten="unit-variance", max_iter=1000, random_state=0).fit(feats[:half])
