@@ -16,7 +16,10 @@ Layers, for an image ``x`` in [−1, 1]:
    ``scale_factor`` — the latent the UNet was trained on;
 2. the frozen UNet's encoder half at ``t = feature_t`` on that latent (clean: no noise is drawn);
 3. every level's output average-pooled over space, and the lowest level's output flattened,
-   concatenated (``F`` features);
+   concatenated (``F`` features); with ``edge_features`` (off by default), the image's colour-edge map
+   (:func:`disdiff.models.colour_edges.colour_edge_map`, ``(H−1)(W−1)`` values, no parameters) is
+   appended. Why: scale and shape are no linear direction of the UNet features, the latent or the
+   pixels, but independent components of the edge map (docs/EXPERIMENTS.md, D39-D43);
 4. with ``whiten_features`` (off by default), a fixed ZCA whitening of the ``F`` features
    (:class:`disdiff.models.feature_whitening.FixedWhitening`, eigenvalue floor ``whitening_eps``), fitted
    once before the first training step on real images (``whitening_images`` of them,
@@ -27,7 +30,9 @@ Layers, for an image ``x`` in [−1, 1]:
    by default) a second, linear read-out of the ``F`` features is added to the head's output
    (:class:`disdiff.models.ica_readout.ICAReadout`), set before the first training step to the
    independent components of ``ica_images`` training images' features, with the head's last layer
-   zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38);
+   zeroed at the same time, so that training starts from the ICA code (docs/EXPERIMENTS.md, D38). With
+   ``edge_features`` the ICA weighs the two blocks (UNet features, edge map) equally: each block's
+   standardised features are divided by the square root of its width (D43);
 6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
    encoder's switch of that name: every code dimension has unit variance over real images, so the
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
@@ -49,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from disdiff.models.colour_edges import colour_edge_map, num_edge_features
 from disdiff.models.feature_whitening import FixedWhitening
 from disdiff.models.ica_readout import ICAReadout
 from disdiff.models.image_encoder import standardized_code
@@ -57,7 +63,7 @@ __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
-               "whitening_images", "ica_init", "ica_images")
+               "whitening_images", "ica_init", "ica_images", "edge_features")
 
 
 def latent_is_deterministic(first_stage: nn.Module) -> bool:
@@ -83,7 +89,8 @@ class DPMFeatureEncoder(nn.Module):
     def __init__(self, first_stage: nn.Module, unet: nn.Module, scale_factor: float, image_shape: tuple[int, int, int],
                  num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
                  standardize_code: bool = False, whiten_features: bool = False, whitening_eps: float = 0.1,
-                 whitening_images: int = 4096, ica_init: bool = False, ica_images: int = 5000) -> None:
+                 whitening_images: int = 4096, ica_init: bool = False, ica_images: int = 5000,
+                 edge_features: bool = False) -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
             raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
@@ -100,25 +107,35 @@ class DPMFeatureEncoder(nn.Module):
         self.num_units, self.unit_dim = int(num_units), int(unit_dim)
         # The image geometry, as ImageEncoder records it (export and training check data against it).
         self.in_channels, self.resolution = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
+        self.edge_features = bool(edge_features)
         with torch.no_grad():
             num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
         self.whitening = FixedWhitening(num_features, float(whitening_eps)) if whiten_features else None
         self.whitening_images = int(whitening_images)
         self.head = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, int(hidden)), nn.SiLU(),
                                   nn.Linear(int(hidden), self.num_units * self.unit_dim))
-        self.ica = ICAReadout(num_features, self.num_units * self.unit_dim) if ica_init else None
+        # The ICA's blocks: the UNet features, and the edge map when it is appended (weighed equally, D43).
+        edges = num_edge_features(*self.resolution) if self.edge_features else 0
+        blocks = (num_features - edges, edges) if edges else (num_features,)
+        self.ica = ICAReadout(num_features, self.num_units * self.unit_dim, blocks) if ica_init else None
         self.ica_images = int(ica_images)
         self.code_norm = nn.BatchNorm1d(self.num_units * self.unit_dim, affine=False) if standardize_code else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Steps 1-3: ``(B, F)`` frozen features of images ``x``."""
-        return self.features_of_latent(self.scale_factor * clean_latent(self._frozen[0], x))
+        return self.features_of_latent(self.scale_factor * clean_latent(self._frozen[0], x), x)
 
-    def features_of_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        """Steps 2-3 on a latent already scaled by ``scale_factor``."""
+    def features_of_latent(self, latent: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Steps 2-3 on a latent already scaled by ``scale_factor``; ``x``, the images it encodes, is
+        needed only with ``edge_features``."""
         t = torch.full((latent.shape[0],), self.feature_t, dtype=torch.long, device=latent.device)
         _, hs = self._frozen[1].encode(latent, t)
-        return torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
+        features = torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
+        if not self.edge_features:
+            return features
+        if x is None:
+            raise ValueError("edge_features: features_of_latent needs the images x as well as their latent")
+        return torch.cat([features, colour_edge_map(x.float())], dim=1)
 
     @property
     def reads_training_latent(self) -> bool:
@@ -132,6 +149,8 @@ class DPMFeatureEncoder(nn.Module):
         """A digest of everything :meth:`features` depends on (the frozen weights, ``scale_factor`` and
         ``feature_t``): equal digests give equal features, so they can be computed once for many heads."""
         digest = hashlib.sha1(f"{self.scale_factor!r}/{self.feature_t}".encode())
+        if self.edge_features:  # appended so that the digests of encoders without the edge map are unchanged
+            digest.update(b"/edge_features")
         for network in self._frozen:
             for name, tensor in network.state_dict().items():
                 digest.update(name.encode())

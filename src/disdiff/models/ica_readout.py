@@ -9,8 +9,9 @@ orientation (η² 0.88-0.96) plus two hue mixtures, and that code alone, untrain
 0.736. The randomly initialised head instead starts on the largest-variance directions (the hues,
 D28) and takes thousands of steps to separate them.
 
-The read-out is ``ŝ = ((h − μ) / σ) · Wᵀ + b``, with the per-feature mean ``μ`` and standard
-deviation ``σ`` fixed buffers and ``W``, ``b`` a trained ``Linear`` set by :meth:`ICAReadout.fit` to
+The read-out is ``ŝ = ((h − μ) / σ) · Wᵀ + b``, with the per-feature mean ``μ`` and scale ``σ`` fixed
+buffers (``σ`` is the standard deviation times the square root of the width of the feature's block,
+when the features are given as blocks, so that every block has the same total variance for the ICA) and ``W``, ``b`` a trained ``Linear`` set by :meth:`ICAReadout.fit` to
 FastICA's unmixing of the standardised features, so that on the fitting images every output has
 mean 0 and variance 1. The outputs are ordered by excess kurtosis, lowest first: a uniformly
 distributed discrete factor is sub-Gaussian (kurtosis −1.2 for many levels), while the components
@@ -58,8 +59,15 @@ def independent_components(features: np.ndarray, num_components: int, seed: int 
 class ICAReadout(nn.Module):
     """``(B, F) → (B, K)``: a trained linear read-out of standardised features, initialised by ICA (module docstring)."""
 
-    def __init__(self, num_features: int, num_outputs: int) -> None:
+    def __init__(self, num_features: int, num_outputs: int, blocks: tuple[int, ...] | None = None) -> None:
         super().__init__()
+        blocks = tuple(int(b) for b in blocks) if blocks is not None else (int(num_features),)
+        if sum(blocks) != num_features or min(blocks) < 1:
+            raise ValueError(f"blocks {blocks} must be positive widths summing to num_features={num_features}")
+        # Per feature, the square root of its block's width (module docstring); 1 for a single block, whose
+        # overall scale the ICA's whitening removes anyway.
+        weights = [torch.full((b,), float(b) ** 0.5 if len(blocks) > 1 else 1.0) for b in blocks]
+        self.register_buffer("block_weight", torch.cat(weights), persistent=False)
         self.linear = nn.Linear(num_features, num_outputs)
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("scale", torch.ones(num_features))
@@ -69,7 +77,7 @@ class ICAReadout(nn.Module):
     def fit(self, features: torch.Tensor, seed: int = 0) -> np.ndarray:
         """Set ``μ``, ``σ``, ``W``, ``b`` from ``features`` ``(n, F)``; return the components' excess kurtosis."""
         h = features.detach().double().cpu()
-        mean, scale = h.mean(0), h.std(0).clamp_min(1e-6)
+        mean, scale = h.mean(0), h.std(0).clamp_min(1e-6) * self.block_weight.double()
         unmixing, offset, kurtosis = independent_components(((h - mean) / scale).numpy(), self.linear.out_features,
                                                             seed)
         self.mean.copy_(mean.to(self.mean.dtype))

@@ -108,7 +108,8 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
     """The keys of ``encoder_config`` among :data:`OPT_IN_SWITCHES` set away from their published default,
     or, when ``backbone`` is not the published CNN, ``backbone`` and the keys of that encoder
     (:class:`disdiff.models.dpm_feature_encoder.DPMFeatureEncoder`: ``hidden``, ``feature_t``, and its
-    switches ``standardize_code``, ``whiten_features`` and ``ica_init`` when on, with the latter two's settings)."""
+    switches ``standardize_code``, ``whiten_features``, ``ica_init`` and ``edge_features`` when on, with the
+    settings of ``whiten_features`` and ``ica_init``)."""
     if encoder_config.get("backbone", "cnn") != "cnn":
         from disdiff.models.dpm_feature_encoder import CONFIG_KEYS  # not at the top: that module is optional here
         off = {"standardize_code"} if not encoder_config.get("standardize_code") else set()
@@ -116,6 +117,8 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
             off |= {"whiten_features", "whitening_eps", "whitening_images"}
         if not encoder_config.get("ica_init"):
             off |= {"ica_init", "ica_images"}
+        if not encoder_config.get("edge_features"):
+            off |= {"edge_features"}
         return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS and key not in off}
     defaults = inspect.signature(ImageEncoder.__init__).parameters
     return {key: value for key, value in encoder_config.items()

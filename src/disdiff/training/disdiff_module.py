@@ -335,7 +335,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             with self._autocast():
                 if getattr(self.encoder, "reads_training_latent", False):
                     # backbone: dpm on a VQ first stage: its step 1 is z0 / s, computed just above.
-                    code = self.encoder.code_from_features(self.encoder.features_of_latent(z0))
+                    code = self.encoder.code_from_features(self.encoder.features_of_latent(z0, x))
                     z = split_units(code, self.num_units).to(work)
                 else:
                     z = self.encode_representation(x).to(work)
