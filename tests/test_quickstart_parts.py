@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from disdiff.pipeline.console import Console
-from disdiff.pipeline.curve import describe_settings, select_curve_steps
+from disdiff.pipeline.curve import dci_sample_fraction, describe_settings, select_curve_steps
 from disdiff.pipeline.pretrained import PRETRAINED_ENV, plan_stages
 from disdiff.pipeline.settings import STAGES, QuickstartSettings
 from disdiff.training.progress import remaining_batches
@@ -296,3 +296,11 @@ def test_report_votes_table_gives_each_factors_vote_shares():
     empty = Report("r")
     _votes(empty, [record(5, [])])
     assert empty.blocks == []  # no active dimension, no votes: no table
+
+
+def test_the_curve_estimates_a_cheaper_point_by_the_share_of_dci_samples_it_keeps():
+    cheaper = {"dci": {"num_train": 2000, "num_test": 1000}}
+    assert dci_sample_fraction(cheaper, {}) == pytest.approx(3000 / 15000)  # against the published 10,000 + 5,000
+    assert dci_sample_fraction({}, {}) == 1.0
+    # a final already cheaper than the curve's settings: never estimated above the final's own time
+    assert dci_sample_fraction(cheaper, {"dci": {"num_train": 500, "num_test": 500}}) == 1.0

@@ -63,6 +63,21 @@ def merge_settings(*blocks: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
     return merged
 
 
+def dci_sample_fraction(cheaper: Mapping[str, Mapping[str, Any]], final: Mapping[str, Mapping[str, Any]]) -> float:
+    """The share of DCI's sample points (``num_train + num_test``) that the ``cheaper`` settings keep of the
+    ``final`` ones (each a ``{metric: {key: value}}`` override of the published settings).
+
+    Why: DCI's per-factor regressors dominate an evaluation's time, so before any earlier checkpoint of
+    the metric curve has been timed, its evaluation is estimated as the final's times this share. That is
+    a slight underestimate: M20 (docs/EXPERIMENTS.md) took 16 s per earlier point against 57 s for the
+    final, 0.28, where the share is 0.2; the first measured point replaces the estimate."""
+    def points(settings: Mapping[str, Mapping[str, Any]]) -> int:
+        dci = resolve_settings(["dci"], {"dci": dict(settings.get("dci", {}))})["dci"]
+        return int(dci["num_train"]) + int(dci["num_test"])
+
+    return min(1.0, points(cheaper) / max(points(final), 1))
+
+
 def describe_settings(record: Mapping[str, Any]) -> str:
     """"published settings", or the settings of ``record`` that differ from them (e.g. ``dci.num_train 2000``)."""
     used = record.get("settings") or {}

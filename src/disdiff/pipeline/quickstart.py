@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from disdiff.config import ConfigError, load_configs
 from disdiff.evaluation.export import FrozenFeatureCache
 from disdiff.pipeline.console import Console, output_to_log
-from disdiff.pipeline.curve import merge_settings, parse_settings, select_curve_steps, step_checkpoints
+from disdiff.pipeline.curve import (dci_sample_fraction, merge_settings, parse_settings, select_curve_steps,
+                                    step_checkpoints)
 from disdiff.pipeline.dataset import QuickstartData, QuickstartError, prepare_dataset
 from disdiff.pipeline.layout import QuickstartLayout
 from disdiff.pipeline.overrides import check_sets, group_sets
@@ -377,9 +378,11 @@ class Quickstart:
         if not chosen:
             line.done("no earlier checkpoint to evaluate")
             return
-        # Time of one more point: the final checkpoint's, until an earlier one has been measured; without
-        # the frozen features' one-off computation, if the final export did it for every checkpoint.
-        estimate = sum(p.export_seconds + p.evaluate_seconds for p in self.curve if p.final and p.measured)
+        # Time of one more point, until an earlier one has been measured: the final checkpoint's export, and
+        # its evaluation scaled to the cheaper settings (dci_sample_fraction); without the frozen features'
+        # one-off computation, if the final export did it for every checkpoint.
+        fraction = dci_sample_fraction(self._settings(final=False), self._settings(final=True))
+        estimate = sum(p.export_seconds + fraction * p.evaluate_seconds for p in self.curve if p.final and p.measured)
         if not self.features_precomputed:
             estimate = max(0.0, estimate - self.feature_cache.fill_seconds)
         done = 0
