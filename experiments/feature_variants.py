@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.decomposition import FastICA
 from synth_sample import random_sample
 
@@ -41,6 +42,23 @@ def edge_map(x: torch.Tensor) -> torch.Tensor:
     return edges / edges.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
 
 
+def smooth(x: torch.Tensor) -> torch.Tensor:
+    """A 3x3 box blur (replicate padding): edges of a smoothed image, less sensitive to pixel noise."""
+    return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
+def raw_edges(x: torch.Tensor) -> torch.Tensor:
+    """The colour edges without the per-image maximum normalisation."""
+    dx = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
+    dy = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
+    return dx + dy
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """What D44 applies to images: a 2x2 average pool and bilinear upsampling back."""
+    return F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
+
+
 VARIANTS = {
     # name: (t, function of (images, latent, hs) -> (B, F))
     "pooled": (0, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
@@ -55,6 +73,10 @@ VARIANTS = {
     "pixels": (0, lambda x, z, hs: x.flatten(1)),
     "edges": (0, lambda x, z, hs: edge_map(x).flatten(1)),
     "edges_binary": (0, lambda x, z, hs: (edge_map(x) > 0.25).float().flatten(1)),
+    "edges_smoothed": (0, lambda x, z, hs: edge_map(smooth(x)).flatten(1)),
+    "edges_raw": (0, lambda x, z, hs: raw_edges(x).flatten(1)),
+    "edges_raw_pool2": (0, lambda x, z, hs: F.avg_pool2d(raw_edges(x)[:, None, :30, :30], 2).flatten(1)),
+    "edges_smoothed_raw": (0, lambda x, z, hs: raw_edges(smooth(x)).flatten(1)),
     # Both blocks, each divided by the square root of its width after the per-feature standardisation
     # (below), so that each block has the same total variance.
     "pooled+edges": (0, lambda x, z, hs: torch.cat([
@@ -68,6 +90,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12000)
     parser.add_argument("--components", default="6,8,12")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="also the ICA code's mean |Δz|/std on blurred and noised test images (D44)")
     args = parser.parse_args()
     encoder = DisDiff.load(args.checkpoint).module.encoder
     first_stage, unet = encoder._frozen
@@ -76,16 +100,25 @@ def main() -> None:
     for name in args.variants.split(","):
         t, read = VARIANTS[name]
         start = time.time()
-        with torch.no_grad():
-            chunks = []
-            for x in images.split(500):
-                z = encoder.scale_factor * clean_latent(first_stage, x)
-                chunks.append(read(x, z, levels(unet, z, t)).float())
-            feats = torch.cat(chunks).numpy().astype(np.float64)
-        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+
+        def readout(batch: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():
+                chunks = []
+                for x in batch.split(500):
+                    z = encoder.scale_factor * clean_latent(first_stage, x)
+                    chunks.append(read(x, z, levels(unet, z, t)).float())
+                return torch.cat(chunks).numpy().astype(np.float64)
+
+        raw = readout(images)
+        mean, std = raw.mean(0), raw.std(0) + 1e-6
+        weight = np.ones(raw.shape[1])
         if name == "pooled+edges":
-            feats[:, :544] /= np.sqrt(544)
-            feats[:, 544:] /= np.sqrt(feats.shape[1] - 544)
+            weight[:544], weight[544:] = 1 / np.sqrt(544), 1 / np.sqrt(raw.shape[1] - 544)
+        feats = (raw - mean) / std * weight
+        if args.sensitivity:
+            test = images[half:]
+            noisy = (test + 0.1 * torch.randn(test.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+            shifted = {"blur": (readout(blur(test)) - mean) / std * weight, "noise": (readout(noisy) - mean) / std * weight}
         print(f"\n== {name}: {feats.shape[1]} features ({time.time() - start:.0f} s)")
         for k in (int(s) for s in args.components.split(",")):
             ica = FastICA(n_components=k, whiten="unit-variance", max_iter=1000, random_state=0).fit(feats[:half])
@@ -93,6 +126,11 @@ def main() -> None:
             pure = " ".join(f"{NAMES[j]} {eta[:, j].max():.2f}" for j in range(len(NAMES)))
             units = " ".join(NAMES[row.argmax()][:2] + f"{row.max():.2f}"[1:] for row in eta)
             print(f"  ICA {k:2d} | best per factor: {pure} | per component: {units}")
+            if args.sensitivity:
+                code = ica.transform(feats[half:])
+                moved = {key: (np.abs(ica.transform(value) - code) / code.std(0)).mean(0) for key, value in shifted.items()}
+                print("          mean |Δz|/std per component: " + " | ".join(
+                    f"{key} max {m.max():.2f} median {np.median(m):.2f}" for key, m in moved.items()))
 
 
 if __name__ == "__main__":
