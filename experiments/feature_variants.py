@@ -77,6 +77,9 @@ VARIANTS = {
     "edges_raw": (0, lambda x, z, hs: raw_edges(x).flatten(1)),
     "edges_raw_pool2": (0, lambda x, z, hs: F.avg_pool2d(raw_edges(x)[:, None, :30, :30], 2).flatten(1)),
     "edges_smoothed_raw": (0, lambda x, z, hs: raw_edges(smooth(x)).flatten(1)),
+    "edges_recon": (0, None),  # computed in main(): it needs the first stage's decoder
+    "pooled+edges_recon": (0, None),  # likewise; the two blocks weighed as in pooled+edges
+    "edges_smoothed5": (0, lambda x, z, hs: edge_map(smooth(smooth(x))).flatten(1)),
     # Both blocks, each divided by the square root of its width after the per-feature standardisation
     # (below), so that each block has the same total variance.
     "pooled+edges": (0, lambda x, z, hs: torch.cat([
@@ -106,13 +109,20 @@ def main() -> None:
                 chunks = []
                 for x in batch.split(500):
                     z = encoder.scale_factor * clean_latent(first_stage, x)
+                    if name.endswith("edges_recon"):  # the colour edges of the first stage's reconstruction (quantised)
+                        edges = edge_map(first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)).flatten(1)
+                        if name.startswith("pooled+"):
+                            hs = levels(unet, z, t)
+                            edges = torch.cat([torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1), edges], 1)
+                        chunks.append(edges.float())
+                        continue
                     chunks.append(read(x, z, levels(unet, z, t)).float())
                 return torch.cat(chunks).numpy().astype(np.float64)
 
         raw = readout(images)
         mean, std = raw.mean(0), raw.std(0) + 1e-6
         weight = np.ones(raw.shape[1])
-        if name == "pooled+edges":
+        if name.startswith("pooled+"):
             weight[:544], weight[544:] = 1 / np.sqrt(544), 1 / np.sqrt(raw.shape[1] - 544)
         feats = (raw - mean) / std * weight
         if args.sensitivity:
