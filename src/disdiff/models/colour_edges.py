@@ -15,6 +15,12 @@ divided by its maximum over the image (floored at ``eps``), so that how differen
 matters less than where they meet; flattened to ``(B, (H−1)(W−1))``. It has no parameters and is
 differentiable almost everywhere, so gradients reach the image (the disentangling loss re-encodes
 generated images).
+
+Caution (D44, M21): taken on the raw image, the map is hypersensitive to what generation does to an
+image. Pixel noise of σ 0.1 moves some ICA units of it by 5-10 of their standard deviations, so the
+disentangling loss's re-encodings are meaningless. Stage 3 then learned nothing in one 30-minute
+quickstart and diverged in another. The edges of the first stage's reconstruction are as robust as the
+UNet features (D45); they are not built in yet.
 """
 from __future__ import annotations
 

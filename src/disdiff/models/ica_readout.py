@@ -10,8 +10,9 @@ orientation (η² 0.88-0.96) plus two hue mixtures, and that code alone, untrain
 D28) and takes thousands of steps to separate them.
 
 The read-out is ``ŝ = ((h − μ) / σ) · Wᵀ + b``, with the per-feature mean ``μ`` and scale ``σ`` fixed
-buffers (``σ`` is the standard deviation times the square root of the width of the feature's block,
-when the features are given as blocks, so that every block has the same total variance for the ICA) and ``W``, ``b`` a trained ``Linear`` set by :meth:`ICAReadout.fit` to
+buffers (``σ`` is the standard deviation, times the square root of the width of the feature's block
+when the features are given as blocks, so that every block has the same total variance for the ICA),
+and ``W``, ``b`` a trained ``Linear`` set by :meth:`ICAReadout.fit` to
 FastICA's unmixing of the standardised features, so that on the fitting images every output has
 mean 0 and variance 1. The outputs are ordered by excess kurtosis, lowest first: a uniformly
 distributed discrete factor is sub-Gaussian (kurtosis −1.2 for many levels), while the components
