@@ -114,3 +114,20 @@ def test_the_encoders_ica_weighs_the_unet_block_against_the_edge_block(ldm_ckpt)
 def test_it_is_listed_as_a_deviation_only_when_on():
     assert deviations_in_use({"encoder_config": EDGES})["encoder_config.edge_features"] is True
     assert "encoder_config.edge_features" not in deviations_in_use({"encoder_config": {**EDGES, "edge_features": False}})
+
+
+def test_edges_of_the_reconstruction_are_taken_from_the_first_stages_decoding(ldm_ckpt):
+    encoder = make_module(ldm_ckpt, encoder_config={**EDGES, "edge_source": "reconstruction"}).encoder
+    image_edges = make_module(ldm_ckpt, encoder_config=EDGES).encoder
+    x = random_images(3)
+    with torch.no_grad():
+        latent = encoder.scale_factor * encoder._frozen[0].encode_to_latent(x)
+        expected = colour_edge_map(encoder._frozen[0].decode_latent(latent / encoder.scale_factor).clamp(-1, 1))
+        got = encoder.features(x)
+        assert torch.allclose(got[:, -expected.shape[1]:], expected, atol=1e-6)
+        assert torch.allclose(encoder.features_of_latent(latent), got)  # no images needed
+    assert encoder.features_fingerprint() != image_edges.features_fingerprint()
+    assert deviations_in_use({"encoder_config": {**EDGES, "edge_source": "reconstruction"}})[
+        "encoder_config.edge_source"] == "reconstruction"
+    with pytest.raises(Exception, match="edge_source must be one of image, reconstruction"):
+        make_module(ldm_ckpt, encoder_config={**EDGES, "edge_source": "latent"})

@@ -19,7 +19,9 @@ Layers, for an image ``x`` in [−1, 1]:
    concatenated (``F`` features); with ``edge_features`` (off by default), the image's colour-edge map
    (:func:`disdiff.models.colour_edges.colour_edge_map`, ``(H−1)(W−1)`` values, no parameters) is
    appended. Why: scale and shape are no linear direction of the UNet features, the latent or the
-   pixels, but independent components of the edge map (docs/EXPERIMENTS.md, D39-D43);
+   pixels, but independent components of the edge map (docs/EXPERIMENTS.md, D39-D43). ``edge_source:
+   reconstruction`` takes the edges of the first stage's reconstruction of the latent instead of the
+   image's, which generation's blur and noise hardly move (D44, D45);
 4. with ``whiten_features`` (off by default), a fixed ZCA whitening of the ``F`` features
    (:class:`disdiff.models.feature_whitening.FixedWhitening`, eigenvalue floor ``whitening_eps``), fitted
    once before the first training step on real images (``whitening_images`` of them,
@@ -63,7 +65,9 @@ __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
-               "whitening_images", "ica_init", "ica_images", "edge_features")
+               "whitening_images", "ica_init", "ica_images", "edge_features", "edge_source")
+#: Where ``edge_features`` takes its edges: the image, or the first stage's reconstruction of it (D45).
+EDGE_SOURCES = ("image", "reconstruction")
 
 
 def latent_is_deterministic(first_stage: nn.Module) -> bool:
@@ -90,7 +94,7 @@ class DPMFeatureEncoder(nn.Module):
                  num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
                  standardize_code: bool = False, whiten_features: bool = False, whitening_eps: float = 0.1,
                  whitening_images: int = 4096, ica_init: bool = False, ica_images: int = 5000,
-                 edge_features: bool = False) -> None:
+                 edge_features: bool = False, edge_source: str = "image") -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
             raise ValueError(f"hidden must be >= 1 and feature_t >= 0, got hidden={hidden}, feature_t={feature_t}")
@@ -107,7 +111,9 @@ class DPMFeatureEncoder(nn.Module):
         self.num_units, self.unit_dim = int(num_units), int(unit_dim)
         # The image geometry, as ImageEncoder records it (export and training check data against it).
         self.in_channels, self.resolution = int(image_shape[0]), (int(image_shape[1]), int(image_shape[2]))
-        self.edge_features = bool(edge_features)
+        if edge_source not in EDGE_SOURCES:
+            raise ValueError(f"edge_source must be one of {', '.join(EDGE_SOURCES)}, got {edge_source!r}")
+        self.edge_features, self.edge_source = bool(edge_features), str(edge_source)
         with torch.no_grad():
             num_features = self.features(torch.zeros(1, *image_shape)).shape[1]
         self.whitening = FixedWhitening(num_features, float(whitening_eps)) if whiten_features else None
@@ -133,7 +139,11 @@ class DPMFeatureEncoder(nn.Module):
         features = torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
         if not self.edge_features:
             return features
-        if x is None:
+        if self.edge_source == "reconstruction":
+            # The first stage cannot reproduce pixel noise, so these edges barely move when generation
+            # blurs or noises an image (D45), where the raw image's do (D44).
+            x = self._frozen[0].decode_latent(latent / self.scale_factor).clamp(-1, 1)
+        elif x is None:
             raise ValueError("edge_features: features_of_latent needs the images x as well as their latent")
         return torch.cat([features, colour_edge_map(x.float())], dim=1)
 
@@ -150,7 +160,7 @@ class DPMFeatureEncoder(nn.Module):
         ``feature_t``): equal digests give equal features, so they can be computed once for many heads."""
         digest = hashlib.sha1(f"{self.scale_factor!r}/{self.feature_t}".encode())
         if self.edge_features:  # appended so that the digests of encoders without the edge map are unchanged
-            digest.update(b"/edge_features")
+            digest.update(b"/edge_features" + (b"/reconstruction" if self.edge_source == "reconstruction" else b""))
         for network in self._frozen:
             for name, tensor in network.state_dict().items():
                 digest.update(name.encode())

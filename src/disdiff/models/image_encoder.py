@@ -118,7 +118,7 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
         if not encoder_config.get("ica_init"):
             off |= {"ica_init", "ica_images"}
         if not encoder_config.get("edge_features"):
-            off |= {"edge_features"}
+            off |= {"edge_features", "edge_source"}
         return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS and key not in off}
     defaults = inspect.signature(ImageEncoder.__init__).parameters
     return {key: value for key, value in encoder_config.items()

@@ -168,7 +168,8 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                                  whitening_images=int(encoder_config.get("whitening_images", 4096)),
                                  ica_init=bool(encoder_config.get("ica_init", False)),
                                  ica_images=int(encoder_config.get("ica_images", 5000)),
-                                 edge_features=bool(encoder_config.get("edge_features", False)))
+                                 edge_features=bool(encoder_config.get("edge_features", False)),
+                                 edge_source=str(encoder_config.get("edge_source", "image")))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 
