@@ -12,14 +12,10 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.nn.functional as F
+from feature_variants import blur
 from synth_sample import random_sample
 
 from disdiff.api import DisDiff
-
-
-def blur(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="bilinear", align_corners=False)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from synth_sample import random_sample
 
 from disdiff.api import DisDiff
 from disdiff.metrics.probe import variance_explained
+from disdiff.models.colour_edges import colour_edge_map
 from disdiff.models.dpm_feature_encoder import clean_latent
 
 NAMES = ("floor", "wall", "object", "scale", "shape", "orient")
@@ -33,13 +34,9 @@ def levels(unet, latent: torch.Tensor, t: int) -> list[torch.Tensor]:
     return hs
 
 
-def edge_map(x: torch.Tensor) -> torch.Tensor:
-    """(B, H-1, W-1) colour-edge strength (L1 of the RGB differences to the right and below), scaled per
-    image to unit maximum so that how different two hues are matters less than where they meet."""
-    dx = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
-    dy = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
-    edges = dx + dy
-    return edges / edges.flatten(1).amax(1).clamp_min(1e-6)[:, None, None]
+def pooled(hs: list[torch.Tensor]) -> torch.Tensor:
+    """The DPM encoder's read-out: every level averaged over space, the lowest level flattened."""
+    return torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)
 
 
 def smooth(x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +45,7 @@ def smooth(x: torch.Tensor) -> torch.Tensor:
 
 
 def raw_edges(x: torch.Tensor) -> torch.Tensor:
-    """The colour edges without the per-image maximum normalisation."""
+    """(B, H-1, W-1): :func:`colour_edge_map` without its per-image maximum normalisation."""
     dx = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
     dy = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
     return dx + dy
@@ -60,30 +57,30 @@ def blur(x: torch.Tensor) -> torch.Tensor:
 
 
 VARIANTS = {
-    # name: (t, function of (images, latent, hs) -> (B, F))
-    "pooled": (0, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
-    "pooled_t200": (200, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
-    "pooled_t600": (600, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
-    "maxpool": (0, lambda x, z, hs: torch.cat([h.amax((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
-    "stdpool": (0, lambda x, z, hs: torch.cat([h.std((2, 3)) for h in hs], 1)),
-    "mean_std": (0, lambda x, z, hs: torch.cat([h.mean((2, 3)) for h in hs] + [h.std((2, 3)) for h in hs], 1)),
-    "spatial_all": (0, lambda x, z, hs: torch.cat([h.flatten(1) for h in hs], 1)),
-    "spatial_4x4": (0, lambda x, z, hs: torch.cat([h.flatten(1) for h in hs[2:]], 1)),
-    "latent": (0, lambda x, z, hs: z.flatten(1)),
-    "pixels": (0, lambda x, z, hs: x.flatten(1)),
-    "edges": (0, lambda x, z, hs: edge_map(x).flatten(1)),
-    "edges_binary": (0, lambda x, z, hs: (edge_map(x) > 0.25).float().flatten(1)),
-    "edges_smoothed": (0, lambda x, z, hs: edge_map(smooth(x)).flatten(1)),
-    "edges_raw": (0, lambda x, z, hs: raw_edges(x).flatten(1)),
-    "edges_raw_pool2": (0, lambda x, z, hs: F.avg_pool2d(raw_edges(x)[:, None, :30, :30], 2).flatten(1)),
-    "edges_smoothed_raw": (0, lambda x, z, hs: raw_edges(smooth(x)).flatten(1)),
-    "edges_recon": (0, None),  # computed in main(): it needs the first stage's decoder
-    "pooled+edges_recon": (0, None),  # likewise; the two blocks weighed as in pooled+edges
-    "edges_smoothed5": (0, lambda x, z, hs: edge_map(smooth(smooth(x))).flatten(1)),
-    # Both blocks, each divided by the square root of its width after the per-feature standardisation
-    # (below), so that each block has the same total variance.
-    "pooled+edges": (0, lambda x, z, hs: torch.cat([
-        torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1), edge_map(x).flatten(1)], 1)),
+    # name: (t, function of (images, latent, hs, recon) -> (B, F)); recon() decodes the latent through the
+    # first stage, only for the variants that call it (it is the slow part).
+    "pooled": (0, lambda x, z, hs, recon: pooled(hs)),
+    "pooled_t200": (200, lambda x, z, hs, recon: pooled(hs)),
+    "pooled_t600": (600, lambda x, z, hs, recon: pooled(hs)),
+    "maxpool": (0, lambda x, z, hs, recon: torch.cat([h.amax((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
+    "stdpool": (0, lambda x, z, hs, recon: torch.cat([h.std((2, 3)) for h in hs], 1)),
+    "mean_std": (0, lambda x, z, hs, recon: torch.cat([h.mean((2, 3)) for h in hs] + [h.std((2, 3)) for h in hs], 1)),
+    "spatial_all": (0, lambda x, z, hs, recon: torch.cat([h.flatten(1) for h in hs], 1)),
+    "spatial_4x4": (0, lambda x, z, hs, recon: torch.cat([h.flatten(1) for h in hs[2:]], 1)),
+    "latent": (0, lambda x, z, hs, recon: z.flatten(1)),
+    "pixels": (0, lambda x, z, hs, recon: x.flatten(1)),
+    "edges": (0, lambda x, z, hs, recon: colour_edge_map(x)),
+    "edges_binary": (0, lambda x, z, hs, recon: (colour_edge_map(x) > 0.25).float()),
+    "edges_smoothed": (0, lambda x, z, hs, recon: colour_edge_map(smooth(x))),
+    "edges_raw": (0, lambda x, z, hs, recon: raw_edges(x).flatten(1)),
+    "edges_raw_pool2": (0, lambda x, z, hs, recon: F.avg_pool2d(raw_edges(x)[:, None, :30, :30], 2).flatten(1)),
+    "edges_smoothed_raw": (0, lambda x, z, hs, recon: raw_edges(smooth(x)).flatten(1)),
+    "edges_recon": (0, lambda x, z, hs, recon: colour_edge_map(recon())),
+    "edges_smoothed5": (0, lambda x, z, hs, recon: colour_edge_map(smooth(smooth(x)))),
+    # "pooled+...": both blocks, each divided by the square root of its width after the per-feature
+    # standardisation (below), so that each block has the same total variance.
+    "pooled+edges": (0, lambda x, z, hs, recon: torch.cat([pooled(hs), colour_edge_map(x)], 1)),
+    "pooled+edges_recon": (0, lambda x, z, hs, recon: torch.cat([pooled(hs), colour_edge_map(recon())], 1)),
 }
 
 
@@ -109,14 +106,9 @@ def main() -> None:
                 chunks = []
                 for x in batch.split(500):
                     z = encoder.scale_factor * clean_latent(first_stage, x)
-                    if name.endswith("edges_recon"):  # the colour edges of the first stage's reconstruction (quantised)
-                        edges = edge_map(first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)).flatten(1)
-                        if name.startswith("pooled+"):
-                            hs = levels(unet, z, t)
-                            edges = torch.cat([torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1), edges], 1)
-                        chunks.append(edges.float())
-                        continue
-                    chunks.append(read(x, z, levels(unet, z, t)).float())
+                    # the first stage's reconstruction, from the quantised latent, as edge_source: reconstruction
+                    recon = lambda z=z: first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)  # noqa: E731
+                    chunks.append(read(x, z, levels(unet, z, t), recon).float())
                 return torch.cat(chunks).numpy().astype(np.float64)
 
         raw = readout(images)

@@ -2,8 +2,8 @@
 shapes3d-synth image -- written as a representation file that ``disdiff evaluate`` scores like a trained
 run's export. It is the baseline a stage-3 head that starts from that ICA code should be read against.
 
-Read-outs: ``pooled`` (the frozen DPM features of the feature cache), ``edges`` (the colour-edge map of
-:func:`feature_variants.edge_map`), ``pooled+edges`` (both, each block standardised per feature and then
+Read-outs: ``pooled`` (the frozen DPM features of the feature cache), ``edges``
+(:func:`disdiff.models.colour_edges.colour_edge_map`), ``pooled+edges`` (both, each block standardised per feature and then
 scaled to the same total variance).
 
     python experiments/ica_code_export.py FEATURE_CACHE.npy OUT.npz --readout pooled+edges --components 8 [--fit 10000]
@@ -14,10 +14,10 @@ import argparse
 
 import numpy as np
 import torch
-from feature_variants import edge_map
 from sklearn.decomposition import FastICA
 
 from disdiff.data.registry import load_dataset
+from disdiff.models.colour_edges import colour_edge_map
 
 
 def readout(name: str, cache: np.ndarray, data, indices: np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def readout(name: str, cache: np.ndarray, data, indices: np.ndarray) -> np.ndarr
     if name in ("pooled", "pooled+edges"):
         blocks.append(np.asarray(cache[indices], dtype=np.float64))
     if name in ("edges", "pooled+edges"):
-        blocks.append(edge_map(torch.from_numpy(data.images(indices))).flatten(1).double().numpy())
+        blocks.append(colour_edge_map(torch.from_numpy(data.images(indices))).double().numpy())
     return np.concatenate(blocks, 1) if len(blocks) > 1 else blocks[0]
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
 
+from disdiff.config import ConfigError
 from disdiff.models.colour_edges import colour_edge_map, num_edge_features
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 from disdiff.models.ica_readout import ICAReadout
@@ -129,5 +130,5 @@ def test_edges_of_the_reconstruction_are_taken_from_the_first_stages_decoding(ld
     assert encoder.features_fingerprint() != image_edges.features_fingerprint()
     assert deviations_in_use({"encoder_config": {**EDGES, "edge_source": "reconstruction"}})[
         "encoder_config.edge_source"] == "reconstruction"
-    with pytest.raises(Exception, match="edge_source must be one of image, reconstruction"):
+    with pytest.raises(ConfigError, match="edge_source must be one of image, reconstruction"):
         make_module(ldm_ckpt, encoder_config={**EDGES, "edge_source": "latent"})
