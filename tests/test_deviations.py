@@ -39,10 +39,18 @@ def test_values_are_normalised():
     ("code_kl_ramp", [0, "x"]), ("code_kl_ramp", [-1, 4]),
     ("encoder_lr_boost", [2000]), ("encoder_lr_boost", [2000, 0]), ("encoder_lr_boost", [-1, 4.0]),
     ("encoder_lr_boost", [2.5, 4.0]), ("encoder_lr_boost", [True, 4.0]),
+    ("dis_weight_cap", 0), ("dis_weight_cap", -0.1), ("dis_weight_cap", "0.1"), ("dis_weight_cap", True),
 ])
 def test_bad_values_name_their_key(key, value):
     with pytest.raises(ConfigError, match=key):
         Deviations.checked(**{key: value})
+
+
+def test_dis_weight_cap_is_off_by_default_and_named_when_set():
+    assert Deviations().dis_weight_cap is None
+    d = Deviations.checked(dis_weight_cap=1)
+    assert d.dis_weight_cap == 1.0 and isinstance(d.dis_weight_cap, float)
+    assert d.in_use() == {"dis_weight_cap": 1.0}
 
 
 def test_unknown_switch_is_an_error():

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from disdiff.diffusion.schedule import DiffusionSchedule, q_sample
 from disdiff.models.disentangling_loss import (
     FrozenReencoder,
+    capped_weights,
     dis_loss_from_codes,
     disentangling_loss,
     floored_weights,
@@ -241,3 +242,25 @@ def test_weight_floor_lifts_weak_units_to_a_fraction_of_the_strongest_field_of_t
         disentangling_loss(**{**kwargs, "loss_type": "IM"}, weight_floor=0.5, all_fields=fields)
     with pytest.raises(ValueError, match="floor"):
         floored_weights(plain.weight, per_unit, 1.5)
+
+
+def test_weight_cap_bounds_only_the_weights_above_it():
+    sched, x_t, t, pred, z, decode, reencode = _setup()
+    concept = torch.tensor([2, 0, 1, 1])
+    sub_grad = 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(11))
+    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
+                  decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+    plain = disentangling_loss(**kwargs)
+    cap = float(plain.weight.median())  # some samples above the cap, some below
+    assert (plain.weight > cap).any() and (plain.weight < cap).any()
+    capped = disentangling_loss(weight_cap=cap, **kwargs)
+    above = plain.weight > cap
+    assert torch.all(capped.weight[above] == cap)
+    assert torch.equal(capped.weight[~above], plain.weight[~above])
+    # only the weight changes, and the loss keeps its formula
+    assert torch.equal(capped.ce_variant, plain.ce_variant) and torch.equal(capped.ce_invariant, plain.ce_invariant)
+    assert torch.allclose(capped.loss, capped.weight * 0.05 * (capped.ce_variant + capped.ce_invariant))
+    # a cap above every weight is the published loss
+    assert torch.equal(disentangling_loss(weight_cap=10 * float(plain.weight.max()), **kwargs).loss, plain.loss)
+    with pytest.raises(ValueError, match="cap"):
+        capped_weights(plain.weight, 0.0)

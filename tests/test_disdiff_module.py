@@ -402,18 +402,25 @@ def test_dis_weight_ramp_is_off_then_linear_then_the_published_weight(ldm_ckpt):
         make_module(ldm_ckpt, dis_logit_scale=0)
 
 
-def test_dis_weight_flat_in_t_reaches_the_loss(ldm_ckpt):
+@pytest.mark.parametrize("switch", ["dis_weight_flat_in_t", "dis_weight_cap"])
+def test_dis_weight_switches_reach_the_loss(ldm_ckpt, switch):
     x = random_images(4)
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    plain, flat = make_module(ldm_ckpt), make_module(ldm_ckpt, dis_weight_flat_in_t=True)
-    flat.load_state_dict(plain.state_dict())
+    plain = make_module(ldm_ckpt)
     with torch.no_grad():  # a non-zero field, so that the weights are not all zero
-        for m in (plain, flat):
-            for p in m.denoiser.parameters():
-                if p.requires_grad:
-                    p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    a, b = plain.compute_losses(x, generator=g()), flat.compute_losses(x, generator=g())
-    assert torch.equal(a["loss_rec"], b["loss_rec"]) and a["dis"].weight.abs().sum() > 0
-    sub_grad = b["fields"][torch.arange(4), b["concept"]]
-    assert torch.allclose(b["dis"].weight, sub_grad.pow(2).flatten(1).mean(1))
+        for p in plain.denoiser.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    a = plain.compute_losses(x, generator=g())
+    assert a["dis"].weight.abs().sum() > 0
+    cap = float(a["dis"].weight.min()) * 1.0001 if switch == "dis_weight_cap" else None
+    other = make_module(ldm_ckpt, **{switch: True if cap is None else cap})
+    other.load_state_dict(plain.state_dict())
+    b = other.compute_losses(x, generator=g())
+    assert torch.equal(a["loss_rec"], b["loss_rec"])
+    if switch == "dis_weight_flat_in_t":
+        sub_grad = b["fields"][torch.arange(4), b["concept"]]
+        assert torch.allclose(b["dis"].weight, sub_grad.pow(2).flatten(1).mean(1))
+    else:
+        assert torch.allclose(b["dis"].weight, a["dis"].weight.clamp_max(cap))
     assert not torch.allclose(a["dis"].weight, b["dis"].weight)

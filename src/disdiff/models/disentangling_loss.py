@@ -30,6 +30,11 @@ Opt-in deviation (``weight_floor = ρ > 0``, "Z" only): ``w_b ← max(w_b, ρ ·
 than a live unit's) and the loss never asks it for an effect of its own; the floor weighs it like
 the strongest field of the same sample and t, keeping the published schedule over t.
 
+Opt-in deviation (``weight_cap = c > 0``): ``w_b ← min(w_b, c)`` (after the floor, before the
+normalisation). The published weight grows with ``G²``, so when a field grows suddenly the
+disentangling term can outweigh L_r by 100x in a few steps, and with Adam the update then follows it
+alone; the cap bounds the term at ``c · dis_weight · (CE_va + CE_in)`` (EXPERIMENTS, E116, M20 seed 0).
+
 ``G = 0`` (the shift decoder's zero-initialised output layer) gives ``w = 0`` and therefore a loss
 of exactly 0 at initialisation.
 
@@ -58,6 +63,7 @@ __all__ = [
     "sample_concepts",
     "FrozenReencoder",
     "sample_weights",
+    "capped_weights",
     "normalized_weights",
     "unit_sample_weights",
     "floored_weights",
@@ -158,6 +164,13 @@ def floored_weights(weight: torch.Tensor, unit_weights: torch.Tensor, floor: flo
     return torch.maximum(weight.detach(), floor * unit_weights.detach().amax(dim=1).to(weight))
 
 
+def capped_weights(weight: torch.Tensor, cap: float) -> torch.Tensor:
+    """``min(w_b, cap)`` per sample (detached): ``(B,)``."""
+    if not cap > 0:
+        raise ValueError(f"weight cap must be > 0, got {cap}")
+    return weight.detach().clamp_max(float(cap))
+
+
 def dis_loss_from_codes(
     z: torch.Tensor,
     z_hat: torch.Tensor,
@@ -217,6 +230,7 @@ def disentangling_loss(
     logit_scale: float = 1.0,
     weight_floor: float = 0.0,
     all_fields: torch.Tensor | None = None,
+    weight_cap: float | None = None,
 ) -> DisLossOutput:
     """Spec 4.6 step 7.
 
@@ -224,7 +238,7 @@ def disentangling_loss(
     the diffusion (scaled) space; ``z`` is ``(B, N, d)``; ``decode`` maps diffusion-space latents
     to images without VQ quantisation (the caller divides by the scale factor); ``reencode`` maps
     images to codes ``(B, N·d)`` or ``(B, N, d)``. ``all_fields`` ``(B, N, C, H, W)`` (every unit's
-    ``G_k``) is needed only with ``weight_floor > 0``.
+    ``G_k``) is needed only with ``weight_floor > 0``. ``weight_cap`` (None: no cap) bounds ``w_b``.
     """
     check_dis_loss_type(loss_type)
     if flat_in_t and loss_type != "Z":
@@ -248,6 +262,8 @@ def disentangling_loss(
         weight = sample_weights(loss_type, x0, x0_c, images, images_c)
     if weight_floor > 0:
         weight = floored_weights(weight, unit_sample_weights(schedule, t, all_fields, flat_in_t), weight_floor)
+    if weight_cap is not None:
+        weight = capped_weights(weight, weight_cap)
     if normalize_weight:
         weight = normalized_weights(weight)
     loss, ce_va, ce_in = dis_loss_from_codes(z, z_hat, z_hat_c, concept, weight, dis_weight, logit_scale)

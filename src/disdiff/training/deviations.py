@@ -16,6 +16,10 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   is raised to at least ``ρ`` times the weight its strongest unit's field would give on the same
   sample and t (:func:`disdiff.models.disentangling_loss.floored_weights`), so a unit whose field
   has died is still asked for an identifiable effect (D16, E82). Only for ``dis_loss_type: Z``.
+* ``dis_weight_cap`` (null: no cap): ``c > 0``; a sample's disentangling weight is at most ``c``
+  (:func:`disdiff.models.disentangling_loss.capped_weights`, applied after the floor). The published
+  weight grows with ``G²``; in E116 and M20 seed 0 it jumped ~100x within a few hundred steps, the
+  disentangling term outgrew L_r and the run blew up (L_r up 1.5-5x). The cap bounds the term.
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
@@ -134,6 +138,7 @@ class Deviations:
     dis_weight_normalize: bool = False
     dis_weight_flat_in_t: bool = False
     dis_weight_floor: float = 0.0
+    dis_weight_cap: float | None = None
     train_reencoder: bool = False
     train_reencoder_until: int | None = None
     encoder_lr_multiplier: float = 1.0
@@ -170,6 +175,9 @@ class Deviations:
                 raise ConfigError(f"{name} must be >= 0, got {v[name]}")
         if not 0.0 <= float(v["dis_weight_floor"]) <= 1.0:
             raise ConfigError(f"dis_weight_floor must be in [0, 1], got {v['dis_weight_floor']}")
+        cap = v["dis_weight_cap"]
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not float(cap) > 0):
+            raise ConfigError(f"dis_weight_cap must be a number > 0 or null, got {cap!r}")
         if float(v["code_kl_weight"]) < 0:
             raise ConfigError(f"code_kl_weight must be >= 0, got {v['code_kl_weight']}")
         if not 0.0 <= float(v["nested_unit_dropout"]) <= 1.0:
@@ -215,6 +223,7 @@ class Deviations:
             dis_weight_normalize=bool(v["dis_weight_normalize"]),
             dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
             dis_weight_floor=float(v["dis_weight_floor"]),
+            dis_weight_cap=None if cap is None else float(cap),
             train_reencoder=bool(v["train_reencoder"]),
             train_reencoder_until=until,
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),

@@ -95,7 +95,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     (:mod:`disdiff.utils.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
-    ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
+    ``dis_weight_cap``, ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
     ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``,
@@ -133,6 +133,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_weight_normalize: bool = False,
         dis_weight_flat_in_t: bool = False,
         dis_weight_floor: float = 0.0,
+        dis_weight_cap: float | None = None,
         encoder_lr_multiplier: float = 1.0,
         encoder_lr_boost: Sequence[float] | None = None,
         train_reencoder: bool = False,
@@ -168,7 +169,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
         self.deviations = Deviations.checked(
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
-            dis_weight_floor=dis_weight_floor, train_reencoder=train_reencoder,
+            dis_weight_floor=dis_weight_floor, dis_weight_cap=dis_weight_cap, train_reencoder=train_reencoder,
             train_reencoder_until=train_reencoder_until,
             encoder_lr_multiplier=encoder_lr_multiplier, encoder_lr_boost=encoder_lr_boost,
             dis_logit_scale=dis_logit_scale,
@@ -377,6 +378,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 normalize_weight=self.deviations.dis_weight_normalize,
                 flat_in_t=self.deviations.dis_weight_flat_in_t, logit_scale=self.deviations.dis_logit_scale,
                 weight_floor=self.deviations.dis_weight_floor, all_fields=fields,
+                weight_cap=self.deviations.dis_weight_cap,
             )
             loss_dis = dis.loss.mean()
             result["dis"] = dis
