@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from disdiff.api import DisDiff
 from disdiff.config import ConfigError
-from disdiff.models.ica_readout import ICAReadout, independent_components
+from disdiff.models.ica_readout import ICAReadout, independent_components, select_independent
 from disdiff.training.deviations import deviations_in_use
 from disdiff.training.encoder_setup import fit_ica_readout
 
@@ -53,6 +53,42 @@ def test_the_readout_reproduces_the_components_on_raw_features():
     assert bool(readout.fitted) and len(kurtosis) == 3
     assert np.allclose(out.mean(0), 0, atol=1e-3) and np.allclose(out.std(0), 1, atol=1e-3)
     assert np.all(np.abs(np.corrcoef(out.T, sources.T)[:3, 3:]).max(1) > 0.99)
+
+
+def sources_with_a_copy(n: int = 4000, seed: int = 0) -> np.ndarray:
+    """Columns: a 10-level factor, a noisy function of it uncorrelated with it (a "copy"), a 4-level factor
+    and a Laplace source."""
+    rng = np.random.RandomState(seed)
+    level = rng.randint(0, 10, n).astype(float)
+    copy = (level - 4.5) ** 2 + 0.5 * rng.normal(size=n)
+    return np.stack([level, copy, rng.randint(0, 4, n), rng.laplace(size=n)], axis=1)
+
+
+def test_selection_drops_a_dependent_copy_and_keeps_the_order():
+    sources = sources_with_a_copy()
+    assert np.abs(np.corrcoef(sources.T)[0, 1]) < 0.05  # uncorrelated, yet a function of the first column
+    standard = (sources - sources.mean(0)) / sources.std(0)
+    assert select_independent(standard, 3, 0.2) == [0, 2, 3]
+    assert select_independent(standard[:, [1, 0, 2, 3]], 3, 0.2) == [0, 2, 3]  # the earlier of the pair stays
+    # a threshold nothing passes still gives `keep` columns: the least dependent of the skipped ones
+    assert len(select_independent(standard, 3, 1e-9)) == 3
+    assert select_independent(standard, 4, 0.2) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="keep 5 of 4"):
+        select_independent(standard, 5, 0.2)
+
+
+def test_a_wide_ica_keeps_one_component_per_independent_group():
+    sources = sources_with_a_copy()
+    observed = sources @ np.random.RandomState(1).normal(size=(4, 8))
+    readout = ICAReadout(8, 3, num_components=4)
+    assert len(readout.fit(torch.from_numpy(observed))) == 3
+    with torch.no_grad():
+        out = readout(torch.from_numpy(observed).float()).double().numpy()
+    matched = np.abs(np.corrcoef(out.T, sources.T)[:3, 3:]).argmax(1)
+    groups = sorted({0: "level", 1: "level", 2: "four", 3: "laplace"}[int(j)] for j in matched)
+    assert groups == ["four", "laplace", "level"]  # the factor or its copy, never both
+    with pytest.raises(ValueError, match="num_components"):
+        ICAReadout(8, 3, num_components=2)
 
 
 def test_the_encoder_starts_from_the_components_and_trains_them(ldm_ckpt):
@@ -111,6 +147,10 @@ def test_config_errors_and_the_deviation_list(ldm_ckpt):
         make_module(ldm_ckpt, encoder_config={**ICA, "whiten_features": True})
     with pytest.raises(ConfigError, match="ica_images must exceed"):
         make_module(ldm_ckpt, encoder_config={**ICA, "ica_images": 2})
+    with pytest.raises(ConfigError, match="ica_components"):
+        make_module(ldm_ckpt, encoder_config={**ICA, "ica_components": 1})
+    assert make_module(ldm_ckpt, encoder_config={**ICA, "ica_components": 14}).encoder.ica.num_components == 14
+    assert deviations_in_use({"encoder_config": {**ICA, "ica_components": 12}})["encoder_config.ica_components"] == 12
     used = deviations_in_use({"encoder_config": ICA})
     assert used["encoder_config.ica_init"] is True and used["encoder_config.ica_images"] == 24
     off = deviations_in_use({"encoder_config": {**ICA, "ica_init": False}})

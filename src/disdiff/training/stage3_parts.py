@@ -168,6 +168,8 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                                  whitening_images=int(encoder_config.get("whitening_images", 4096)),
                                  ica_init=bool(encoder_config.get("ica_init", False)),
                                  ica_images=int(encoder_config.get("ica_images", 5000)),
+                                 ica_components=encoder_config.get("ica_components"),
+                                 ica_max_dependence=float(encoder_config.get("ica_max_dependence", 0.2)),
                                  edge_features=bool(encoder_config.get("edge_features", False)),
                                  edge_source=str(encoder_config.get("edge_source", "image")))
     except (TypeError, ValueError) as exc:
