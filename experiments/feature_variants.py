@@ -84,6 +84,20 @@ VARIANTS = {
 }
 
 
+def read_variant(encoder, name: str, images: torch.Tensor) -> np.ndarray:
+    """The read-out ``name`` of ``VARIANTS`` of ``images`` through a DPM encoder's frozen networks: ``(n, F)``."""
+    t, read = VARIANTS[name]
+    first_stage, unet = encoder._frozen
+    with torch.no_grad():
+        chunks = []
+        for x in images.split(500):
+            z = encoder.scale_factor * clean_latent(first_stage, x)
+            # the first stage's reconstruction, from the quantised latent, as edge_source: reconstruction
+            recon = lambda z=z: first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)  # noqa: E731
+            chunks.append(read(x, z, levels(unet, z, t), recon).float())
+        return torch.cat(chunks).numpy().astype(np.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint", help="any stage-3 checkpoint of the dpm backbone (only its frozen networks are used)")
@@ -94,22 +108,13 @@ def main() -> None:
                         help="also the ICA code's mean |Δz|/std on blurred and noised test images (D44)")
     args = parser.parse_args()
     encoder = DisDiff.load(args.checkpoint).module.encoder
-    first_stage, unet = encoder._frozen
     _, factors, images = random_sample(args.n)
     half = args.n // 2
     for name in args.variants.split(","):
-        t, read = VARIANTS[name]
         start = time.time()
 
         def readout(batch: torch.Tensor) -> np.ndarray:
-            with torch.no_grad():
-                chunks = []
-                for x in batch.split(500):
-                    z = encoder.scale_factor * clean_latent(first_stage, x)
-                    # the first stage's reconstruction, from the quantised latent, as edge_source: reconstruction
-                    recon = lambda z=z: first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)  # noqa: E731
-                    chunks.append(read(x, z, levels(unet, z, t), recon).float())
-                return torch.cat(chunks).numpy().astype(np.float64)
+            return read_variant(encoder, name, batch)
 
         raw = readout(images)
         mean, std = raw.mean(0), raw.std(0) + 1e-6

@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from feature_variants import NAMES, VARIANTS, levels
+from feature_variants import NAMES, read_variant
 from sklearn.feature_selection import mutual_info_regression
 from synth_sample import random_sample
 
-import torch
 from disdiff.api import DisDiff
 from disdiff.metrics.probe import variance_explained
-from disdiff.models.dpm_feature_encoder import clean_latent
 from disdiff.models.ica_readout import independent_components
 
 
@@ -66,16 +64,8 @@ def main() -> None:
     parser.add_argument("--readout", default="pooled+edges_recon")
     args = parser.parse_args()
     encoder = DisDiff.load(args.checkpoint).module.encoder
-    first_stage, unet = encoder._frozen
     _, factors, images = random_sample(args.n)
-    t, read = VARIANTS[args.readout]
-    with torch.no_grad():
-        chunks = []
-        for x in images.split(500):
-            z = encoder.scale_factor * clean_latent(first_stage, x)
-            recon = lambda z=z: first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)  # noqa: E731
-            chunks.append(read(x, z, levels(unet, z, t), recon).float())
-    raw = torch.cat(chunks).numpy().astype(np.float64)
+    raw = read_variant(encoder, args.readout, images)
     weight = np.ones(raw.shape[1])
     if "+" in args.readout:  # two blocks weighed equally, as ICAReadout(blocks=...)
         weight[:544], weight[544:] = 1 / np.sqrt(544), 1 / np.sqrt(raw.shape[1] - 544)

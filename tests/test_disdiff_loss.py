@@ -186,12 +186,17 @@ def test_normalized_weights_opt_in_rescales_by_the_batch_mean_only():
     assert torch.all(zero.weight == 0) and torch.all(zero.loss == 0)
 
 
-def test_flat_in_t_weight_is_the_z_weight_without_its_schedule_factor():
+def _z_loss_kwargs(concept: list[int], seed: int) -> dict:
+    """The arguments of a "Z" disentangling loss on _setup()'s tensors, with a random field of size 0.1."""
     sched, x_t, t, pred, z, decode, reencode = _setup()
-    concept = torch.tensor([1, 0, 2, 1])
-    sub_grad = 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(3))
-    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
-                  decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+    sub_grad = 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(seed))
+    return dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=torch.tensor(concept),
+                decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+
+
+def test_flat_in_t_weight_is_the_z_weight_without_its_schedule_factor():
+    kwargs = _z_loss_kwargs([1, 0, 2, 1], seed=3)
+    sched, t, sub_grad = kwargs["schedule"], kwargs["t"], kwargs["sub_grad"]
     plain = disentangling_loss(**kwargs)
     flat = disentangling_loss(flat_in_t=True, **kwargs)
     abar = sched.alphas_cumprod[t].double()
@@ -245,11 +250,7 @@ def test_weight_floor_lifts_weak_units_to_a_fraction_of_the_strongest_field_of_t
 
 
 def test_weight_cap_bounds_only_the_weights_above_it():
-    sched, x_t, t, pred, z, decode, reencode = _setup()
-    concept = torch.tensor([2, 0, 1, 1])
-    sub_grad = 0.1 * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(11))
-    kwargs = dict(schedule=sched, x_t=x_t, t=t, pred=pred, sub_grad=sub_grad, z=z, concept=concept,
-                  decode=decode, reencode=reencode, loss_type="Z", dis_weight=0.05)
+    kwargs = _z_loss_kwargs([2, 0, 1, 1], seed=11)
     plain = disentangling_loss(**kwargs)
     cap = float(plain.weight.median())  # some samples above the cap, some below
     assert (plain.weight > cap).any() and (plain.weight < cap).any()
