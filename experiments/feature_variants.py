@@ -13,6 +13,7 @@ ICA-initialised head could start from.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -23,8 +24,8 @@ from synth_sample import random_sample
 
 from disdiff.api import DisDiff
 from disdiff.metrics.probe import variance_explained
-from disdiff.models.colour_edges import colour_edge_map
-from disdiff.models.dpm_feature_encoder import clean_latent
+from disdiff.models.colour_edges import colour_edge_map, colour_edge_strength
+from disdiff.models.dpm_feature_encoder import clean_latent, pooled_levels
 
 NAMES = ("floor", "wall", "object", "scale", "shape", "orient")
 
@@ -34,21 +35,9 @@ def levels(unet, latent: torch.Tensor, t: int) -> list[torch.Tensor]:
     return hs
 
 
-def pooled(hs: list[torch.Tensor]) -> torch.Tensor:
-    """The DPM encoder's read-out: every level averaged over space, the lowest level flattened."""
-    return torch.cat([h.mean((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)
-
-
 def smooth(x: torch.Tensor) -> torch.Tensor:
     """A 3x3 box blur (replicate padding): edges of a smoothed image, less sensitive to pixel noise."""
     return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-
-
-def raw_edges(x: torch.Tensor) -> torch.Tensor:
-    """(B, H-1, W-1): :func:`colour_edge_map` without its per-image maximum normalisation."""
-    dx = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
-    dy = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
-    return dx + dy
 
 
 def blur(x: torch.Tensor) -> torch.Tensor:
@@ -59,9 +48,9 @@ def blur(x: torch.Tensor) -> torch.Tensor:
 VARIANTS = {
     # name: (t, function of (images, latent, hs, recon) -> (B, F)); recon() decodes the latent through the
     # first stage, only for the variants that call it (it is the slow part).
-    "pooled": (0, lambda x, z, hs, recon: pooled(hs)),
-    "pooled_t200": (200, lambda x, z, hs, recon: pooled(hs)),
-    "pooled_t600": (600, lambda x, z, hs, recon: pooled(hs)),
+    "pooled": (0, lambda x, z, hs, recon: pooled_levels(hs)),
+    "pooled_t200": (200, lambda x, z, hs, recon: pooled_levels(hs)),
+    "pooled_t600": (600, lambda x, z, hs, recon: pooled_levels(hs)),
     "maxpool": (0, lambda x, z, hs, recon: torch.cat([h.amax((2, 3)) for h in hs] + [hs[-1].flatten(1)], 1)),
     "stdpool": (0, lambda x, z, hs, recon: torch.cat([h.std((2, 3)) for h in hs], 1)),
     "mean_std": (0, lambda x, z, hs, recon: torch.cat([h.mean((2, 3)) for h in hs] + [h.std((2, 3)) for h in hs], 1)),
@@ -72,15 +61,15 @@ VARIANTS = {
     "edges": (0, lambda x, z, hs, recon: colour_edge_map(x)),
     "edges_binary": (0, lambda x, z, hs, recon: (colour_edge_map(x) > 0.25).float()),
     "edges_smoothed": (0, lambda x, z, hs, recon: colour_edge_map(smooth(x))),
-    "edges_raw": (0, lambda x, z, hs, recon: raw_edges(x).flatten(1)),
-    "edges_raw_pool2": (0, lambda x, z, hs, recon: F.avg_pool2d(raw_edges(x)[:, None, :30, :30], 2).flatten(1)),
-    "edges_smoothed_raw": (0, lambda x, z, hs, recon: raw_edges(smooth(x)).flatten(1)),
+    "edges_raw": (0, lambda x, z, hs, recon: colour_edge_strength(x).flatten(1)),
+    "edges_raw_pool2": (0, lambda x, z, hs, recon: F.avg_pool2d(colour_edge_strength(x)[:, None, :30, :30], 2).flatten(1)),
+    "edges_smoothed_raw": (0, lambda x, z, hs, recon: colour_edge_strength(smooth(x)).flatten(1)),
     "edges_recon": (0, lambda x, z, hs, recon: colour_edge_map(recon())),
     "edges_smoothed5": (0, lambda x, z, hs, recon: colour_edge_map(smooth(smooth(x)))),
     # "pooled+...": both blocks, each divided by the square root of its width after the per-feature
     # standardisation (below), so that each block has the same total variance.
-    "pooled+edges": (0, lambda x, z, hs, recon: torch.cat([pooled(hs), colour_edge_map(x)], 1)),
-    "pooled+edges_recon": (0, lambda x, z, hs, recon: torch.cat([pooled(hs), colour_edge_map(recon())], 1)),
+    "pooled+edges": (0, lambda x, z, hs, recon: torch.cat([pooled_levels(hs), colour_edge_map(x)], 1)),
+    "pooled+edges_recon": (0, lambda x, z, hs, recon: torch.cat([pooled_levels(hs), colour_edge_map(recon())], 1)),
 }
 
 
@@ -92,8 +81,7 @@ def read_variant(encoder, name: str, images: torch.Tensor) -> np.ndarray:
         chunks = []
         for x in images.split(500):
             z = encoder.scale_factor * clean_latent(first_stage, x)
-            # the first stage's reconstruction, from the quantised latent, as edge_source: reconstruction
-            recon = lambda z=z: first_stage.decode_latent(z / encoder.scale_factor).clamp(-1, 1)  # noqa: E731
+            recon = functools.partial(encoder.reconstruction, z)  # what edge_source: reconstruction reads
             chunks.append(read(x, z, levels(unet, z, t), recon).float())
         return torch.cat(chunks).numpy().astype(np.float64)
 
@@ -112,11 +100,7 @@ def main() -> None:
     half = args.n // 2
     for name in args.variants.split(","):
         start = time.time()
-
-        def readout(batch: torch.Tensor) -> np.ndarray:
-            return read_variant(encoder, name, batch)
-
-        raw = readout(images)
+        raw = read_variant(encoder, name, images)
         mean, std = raw.mean(0), raw.std(0) + 1e-6
         weight = np.ones(raw.shape[1])
         if name.startswith("pooled+"):
@@ -125,7 +109,8 @@ def main() -> None:
         if args.sensitivity:
             test = images[half:]
             noisy = (test + 0.1 * torch.randn(test.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
-            shifted = {"blur": (readout(blur(test)) - mean) / std * weight, "noise": (readout(noisy) - mean) / std * weight}
+            shifted = {key: (read_variant(encoder, name, changed) - mean) / std * weight
+                       for key, changed in (("blur", blur(test)), ("noise", noisy))}
         print(f"\n== {name}: {feats.shape[1]} features ({time.time() - start:.0f} s)")
         for k in (int(s) for s in args.components.split(",")):
             ica = FastICA(n_components=k, whiten="unit-variance", max_iter=1000, random_state=0).fit(feats[:half])

@@ -17,28 +17,16 @@ import argparse
 
 import numpy as np
 from feature_variants import NAMES, read_variant
-from sklearn.feature_selection import mutual_info_regression
 from synth_sample import random_sample
 
 from disdiff.api import DisDiff
 from disdiff.metrics.probe import variance_explained
-from disdiff.models.ica_readout import independent_components
-
-
-def dependence(sources: np.ndarray, n: int = 3000) -> np.ndarray:
-    """Symmetric (K, K) mutual information (nats) between components, on the first ``n`` samples."""
-    s = sources[:n]
-    k = s.shape[1]
-    mi = np.zeros((k, k))
-    for i in range(k):
-        mi[i] = mutual_info_regression(s, s[:, i], n_neighbors=5, random_state=0)
-    mi = (mi + mi.T) / 2
-    np.fill_diagonal(mi, 0.0)
-    return mi
+from disdiff.models.ica_readout import independent_components, mutual_information
 
 
 def greedy_keep(mi: np.ndarray, keep: int, threshold: float) -> list[int]:
-    """In order, keep a component unless its MI with a kept one exceeds ``threshold``; at most ``keep``."""
+    """In order, keep a component unless its MI with a kept one exceeds ``threshold``; at most ``keep``.
+    (The product's ``select_independent`` without its fill-up, to show what the threshold alone passes.)"""
     kept: list[int] = []
     for j in range(len(mi)):
         if all(mi[j, i] <= threshold for i in kept):
@@ -76,7 +64,7 @@ def main() -> None:
         fit_sources = feats[:half] @ unmixing.T + offset
         test_sources = feats[half:] @ unmixing.T + offset
         eta = variance_explained(test_sources[:, :, None], factors[half:])
-        mi = dependence(fit_sources)
+        mi = mutual_information(fit_sources)
         print(f"\n== ICA {k} of {args.readout}: all components: {describe(eta, list(range(k)))}")
         print("   kurtosis: " + " ".join(f"{v:+.2f}" for v in kurtosis))
         print("   max MI with an earlier component: " + " ".join(

@@ -20,22 +20,28 @@ Caution (D44, M21): taken on the raw image, the map is hypersensitive to what ge
 image. Pixel noise of σ 0.1 moves some ICA units of it by 5-10 of their standard deviations, so the
 disentangling loss's re-encodings are meaningless. Stage 3 then learned nothing in one 30-minute
 quickstart and diverged in another. The edges of the first stage's reconstruction are as robust as the
-UNet features (D45); they are not built in yet.
+UNet features (D45): ``encoder_config.edge_source: reconstruction`` of the DPM encoder takes those.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["colour_edge_map", "num_edge_features"]
+__all__ = ["colour_edge_map", "colour_edge_strength", "num_edge_features"]
+
+
+def colour_edge_strength(x: torch.Tensor) -> torch.Tensor:
+    """``(B, H−1, W−1)``: the L1 norm over channels of the differences to the right and below, summed, of
+    images ``x`` ``(B, C, H, W)`` (not normalised)."""
+    if x.ndim != 4 or x.shape[-1] < 2 or x.shape[-2] < 2:
+        raise ValueError(f"colour_edge_strength expects images (B, C, H, W) with H, W >= 2, got shape {tuple(x.shape)}")
+    right = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
+    down = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
+    return right + down
 
 
 def colour_edge_map(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``(B, (H−1)(W−1))`` colour edges of images ``x`` ``(B, C, H, W)``, each image scaled to maximum 1 (module docstring)."""
-    if x.ndim != 4 or x.shape[-1] < 2 or x.shape[-2] < 2:
-        raise ValueError(f"colour_edge_map expects images (B, C, H, W) with H, W >= 2, got shape {tuple(x.shape)}")
-    right = (x[:, :, :-1, 1:] - x[:, :, :-1, :-1]).abs().sum(1)
-    down = (x[:, :, 1:, :-1] - x[:, :, :-1, :-1]).abs().sum(1)
-    edges = (right + down).flatten(1)
+    edges = colour_edge_strength(x).flatten(1)
     return edges / edges.amax(1, keepdim=True).clamp_min(eps)
 
 

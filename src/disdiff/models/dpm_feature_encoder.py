@@ -63,7 +63,7 @@ from disdiff.models.feature_whitening import FixedWhitening
 from disdiff.models.ica_readout import ICAReadout
 from disdiff.models.image_encoder import standardized_code
 
-__all__ = ["DPMFeatureEncoder", "CONFIG_KEYS"]
+__all__ = ["DPMFeatureEncoder", "CONFIG_KEYS", "pooled_levels"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
@@ -71,6 +71,12 @@ CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_fe
                "edge_source")
 #: Where ``edge_features`` takes its edges: the image, or the first stage's reconstruction of it (D45).
 EDGE_SOURCES = ("image", "reconstruction")
+
+
+def pooled_levels(hs: list[torch.Tensor]) -> torch.Tensor:
+    """Step 3's read-out of the UNet encoder half's outputs ``hs``: every level averaged over space, and
+    the lowest level flattened as well: ``(B, F)``."""
+    return torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1)
 
 
 def latent_is_deterministic(first_stage: nn.Module) -> bool:
@@ -145,16 +151,21 @@ class DPMFeatureEncoder(nn.Module):
         needed only with ``edge_features``."""
         t = torch.full((latent.shape[0],), self.feature_t, dtype=torch.long, device=latent.device)
         _, hs = self._frozen[1].encode(latent, t)
-        features = torch.cat([h.mean(dim=(2, 3)) for h in hs] + [hs[-1].flatten(1)], dim=1).float()
+        features = pooled_levels(hs).float()
         if not self.edge_features:
             return features
         if self.edge_source == "reconstruction":
             # The first stage cannot reproduce pixel noise, so these edges barely move when generation
             # blurs or noises an image (D45), where the raw image's do (D44).
-            x = self._frozen[0].decode_latent(latent / self.scale_factor).clamp(-1, 1)
+            x = self.reconstruction(latent)
         elif x is None:
             raise ValueError("edge_features: features_of_latent needs the images x as well as their latent")
         return torch.cat([features, colour_edge_map(x.float())], dim=1)
+
+    def reconstruction(self, latent: torch.Tensor) -> torch.Tensor:
+        """The first stage's image of a latent scaled by ``scale_factor``, in [−1, 1] (``edge_source:
+        reconstruction`` takes its edges)."""
+        return self._frozen[0].decode_latent(latent / self.scale_factor).clamp(-1, 1)
 
     @property
     def reads_training_latent(self) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ICAReadout", "independent_components", "select_independent"]
+__all__ = ["ICAReadout", "independent_components", "mutual_information", "select_independent"]
 
 
 def independent_components(features: np.ndarray, num_components: int, seed: int = 0,
@@ -65,21 +65,29 @@ def independent_components(features: np.ndarray, num_components: int, seed: int 
     return unmixing[order], offset[order], kurtosis[order]
 
 
-def select_independent(sources: np.ndarray, keep: int, max_dependence: float, max_samples: int = 3000,
-                       seed: int = 0) -> list[int]:
-    """Indices of ``keep`` columns of ``sources`` ``(n, K)``, in order: walking the columns in order, a column
-    is kept unless its mutual information (nats, :func:`sklearn.feature_selection.mutual_info_regression`,
-    5 neighbours, on the first ``max_samples`` rows) with a column already kept exceeds ``max_dependence``.
-    If fewer than ``keep`` pass, the skipped columns with the smallest such dependence fill the rest."""
+def mutual_information(sources: np.ndarray, max_samples: int = 3000, seed: int = 0) -> np.ndarray:
+    """``(K, K)`` symmetric mutual information (nats) between the columns of ``sources`` ``(n, K)``, estimated
+    by :func:`sklearn.feature_selection.mutual_info_regression` (5 neighbours) on the first ``max_samples``
+    rows, with a zero diagonal."""
     from sklearn.feature_selection import mutual_info_regression
 
     sources = np.asarray(sources, dtype=np.float64)[:max_samples]
-    count = sources.shape[1]
+    mi = np.stack([mutual_info_regression(sources, sources[:, j], n_neighbors=5, random_state=seed)
+                   for j in range(sources.shape[1])])
+    mi = (mi + mi.T) / 2  # the estimate is not exactly symmetric
+    np.fill_diagonal(mi, 0.0)
+    return mi
+
+
+def select_independent(sources: np.ndarray, keep: int, max_dependence: float, max_samples: int = 3000,
+                       seed: int = 0) -> list[int]:
+    """Indices of ``keep`` columns of ``sources`` ``(n, K)``, in order: walking the columns in order, a column
+    is kept unless its :func:`mutual_information` with a column already kept exceeds ``max_dependence``.
+    If fewer than ``keep`` pass, the skipped columns with the smallest such dependence fill the rest."""
+    count = np.shape(sources)[1]
     if not 1 <= keep <= count:
         raise ValueError(f"cannot keep {keep} of {count} components")
-    mi = np.stack([mutual_info_regression(sources, sources[:, j], n_neighbors=5, random_state=seed)
-                   for j in range(count)])
-    mi = (mi + mi.T) / 2  # the estimate is not exactly symmetric
+    mi = mutual_information(sources, max_samples, seed)
     kept: list[int] = []
     for j in range(count):
         if len(kept) < keep and all(mi[j, i] <= max_dependence for i in kept):

@@ -159,19 +159,9 @@ def _dpm_feature_encoder(encoder_config: Mapping[str, Any], res: int | None, ch:
                           "stage's image size and channels in its config")
     first_stage, unet, scale_factor = frozen
     try:
-        return DPMFeatureEncoder(first_stage, unet, scale_factor, (ch, res, res), num_units, unit_dim,
-                                 hidden=int(encoder_config.get("hidden", 256)),
-                                 feature_t=int(encoder_config.get("feature_t", 0)),
-                                 standardize_code=bool(encoder_config.get("standardize_code", False)),
-                                 whiten_features=bool(encoder_config.get("whiten_features", False)),
-                                 whitening_eps=float(encoder_config.get("whitening_eps", 0.1)),
-                                 whitening_images=int(encoder_config.get("whitening_images", 4096)),
-                                 ica_init=bool(encoder_config.get("ica_init", False)),
-                                 ica_images=int(encoder_config.get("ica_images", 5000)),
-                                 ica_components=encoder_config.get("ica_components"),
-                                 ica_max_dependence=float(encoder_config.get("ica_max_dependence", 0.2)),
-                                 edge_features=bool(encoder_config.get("edge_features", False)),
-                                 edge_source=str(encoder_config.get("edge_source", "image")))
+        # Every key of this encoder goes to its constructor as given: the defaults, casts and checks live there.
+        options = {key: encoder_config[key] for key in DPM_ENCODER_KEYS if key != "backbone" and key in encoder_config}
+        return DPMFeatureEncoder(first_stage, unet, scale_factor, (ch, res, res), num_units, unit_dim, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build the image encoder from encoder_config {dict(encoder_config)}: {exc}") from exc
 
