@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=8)
     parser.add_argument("--fit", type=int, default=10000, help="random images the ICA is fitted on")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--restarts", type=int, default=1, help="with --readout cache: FastICA starts (ica_restarts)")
     args = parser.parse_args()
     data = load_dataset("shapes3d-synth", resolution=32)
     cache = np.load(args.cache, mmap_mode="r")
@@ -72,7 +73,7 @@ def product_code(args, cache: np.ndarray, fit_index: np.ndarray) -> np.ndarray:
     width = cache.shape[1]
     blocks = (UNET_FEATURES, width - UNET_FEATURES) if width > UNET_FEATURES else (width,)
     keep = args.keep or args.components
-    ica = ICAReadout(width, keep, blocks, num_components=args.components)
+    ica = ICAReadout(width, keep, blocks, num_components=args.components, restarts=args.restarts)
     kurtosis = ica.fit(torch.from_numpy(np.asarray(cache[fit_index], dtype=np.float64)), args.seed)
     print("kept components' kurtosis", np.round(kurtosis, 2))
     with torch.no_grad():

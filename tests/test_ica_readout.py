@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from disdiff.api import DisDiff
 from disdiff.config import ConfigError
-from disdiff.models.ica_readout import ICAReadout, independent_components, select_independent
+from disdiff.models.ica_readout import (ICAReadout, independent_components, mutual_information, negentropy,
+                                       select_independent)
 from disdiff.training.deviations import deviations_in_use
 from disdiff.training.encoder_setup import fit_ica_readout
 
@@ -42,6 +43,36 @@ def test_ica_recovers_independent_sources_one_to_one():
 def test_ica_needs_more_vectors_than_components():
     with pytest.raises(ValueError, match="more than 6"):
         independent_components(np.zeros((6, 10)), 6)
+
+
+def test_negentropy_is_zero_for_a_gaussian_and_positive_otherwise():
+    rng = np.random.RandomState(0)
+    gaussian, uniform = rng.normal(size=200000), rng.uniform(-3 ** 0.5, 3 ** 0.5, size=200000)  # unit variance
+    values = negentropy(np.stack([gaussian, uniform], axis=1))
+    assert values[0] < 1e-5 and values[1] > 5e-4  # sampling noise ~1e-6; a uniform's is 7.4e-4
+
+
+def test_restarts_keep_the_start_of_the_largest_negentropy():
+    _, observed = mixed_sources(n=1500, seed=2)
+    contrasts = []
+    for start in range(3, 7):
+        unmixing, offset, _ = independent_components(observed, 3, seed=start)
+        contrasts.append(negentropy(observed @ unmixing.T + offset).sum())
+    unmixing, offset, _ = independent_components(observed, 3, seed=3, restarts=4)
+    assert np.isclose(negentropy(observed @ unmixing.T + offset).sum(), max(contrasts), rtol=1e-9)
+    with pytest.raises(ValueError, match="restarts"):
+        independent_components(observed, 3, restarts=0)
+
+
+@pytest.mark.parametrize("estimator", ["binned", "knn"])
+def test_mutual_information_of_independent_columns_and_of_a_copy(estimator):
+    sources = sources_with_a_copy()
+    mi = mutual_information((sources - sources.mean(0)) / sources.std(0), estimator=estimator)
+    assert np.allclose(mi, mi.T) and np.all(np.diag(mi) == 0)
+    assert mi[0, 1] > 1.0  # the copy is a function of the 10-level factor: about ln 5 nats
+    assert mi[0, 2] < 0.05 and mi[0, 3] < 0.05 and mi[2, 3] < 0.05  # independent pairs: the estimator's bias
+    with pytest.raises(ValueError, match="estimator"):
+        mutual_information(sources, estimator="gaussian")
 
 
 def test_the_readout_reproduces_the_components_on_raw_features():

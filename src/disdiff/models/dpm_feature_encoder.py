@@ -36,7 +36,8 @@ Layers, for an image ``x`` in [−1, 1]:
    ``edge_features`` the ICA weighs the two blocks (UNet features, edge map) equally: each block's
    standardised features are divided by the square root of its width (D43). ``ica_components`` (null:
    the code's N·d) fits more components than the code has and keeps N·d of them, dropping those
-   dependent on one kept (mutual information above ``ica_max_dependence`` nats, no labels; D48);
+   dependent on one kept (mutual information above ``ica_max_dependence`` nats, no labels; D48, D52);
+   ``ica_restarts`` (default 1) runs FastICA from that many starts and keeps the most non-Gaussian fit (D54);
 6. with ``standardize_code`` (off by default), an affine-free ``BatchNorm1d(N·d)``, as the CNN
    encoder's switch of that name: every code dimension has unit variance over real images, so the
    code's scale cannot grow. Why: with the live re-encoder (``train_reencoder``) the head's unbounded
@@ -67,8 +68,8 @@ __all__ = ["DPMFeatureEncoder", "CONFIG_KEYS", "pooled_levels"]
 
 #: The ``encoder_config`` keys of this encoder (``backbone: dpm`` selects it).
 CONFIG_KEYS = ("backbone", "hidden", "feature_t", "standardize_code", "whiten_features", "whitening_eps",
-               "whitening_images", "ica_init", "ica_images", "ica_components", "ica_max_dependence", "edge_features",
-               "edge_source")
+               "whitening_images", "ica_init", "ica_images", "ica_components", "ica_max_dependence", "ica_restarts",
+               "edge_features", "edge_source")
 #: Where ``edge_features`` takes its edges: the image, or the first stage's reconstruction of it (D45).
 EDGE_SOURCES = ("image", "reconstruction")
 
@@ -103,7 +104,7 @@ class DPMFeatureEncoder(nn.Module):
                  num_units: int, unit_dim: int, hidden: int = 256, feature_t: int = 0,
                  standardize_code: bool = False, whiten_features: bool = False, whitening_eps: float = 0.1,
                  whitening_images: int = 4096, ica_init: bool = False, ica_images: int = 5000,
-                 ica_components: int | None = None, ica_max_dependence: float = 0.2,
+                 ica_components: int | None = None, ica_max_dependence: float = 0.2, ica_restarts: int = 1,
                  edge_features: bool = False, edge_source: str = "image") -> None:
         super().__init__()
         if int(hidden) < 1 or int(feature_t) < 0:
@@ -137,8 +138,8 @@ class DPMFeatureEncoder(nn.Module):
         # The ICA's blocks: the UNet features, and the edge map when it is appended (weighed equally, D43).
         edges = num_edge_features(*self.resolution) if self.edge_features else 0
         blocks = (num_features - edges, edges) if edges else (num_features,)
-        self.ica = (ICAReadout(num_features, self.num_units * self.unit_dim, blocks, components, float(ica_max_dependence))
-                    if ica_init else None)
+        self.ica = (ICAReadout(num_features, self.num_units * self.unit_dim, blocks, components,
+                               float(ica_max_dependence), int(ica_restarts)) if ica_init else None)
         self.ica_images = int(ica_images)
         self.code_norm = nn.BatchNorm1d(self.num_units * self.unit_dim, affine=False) if standardize_code else None
 

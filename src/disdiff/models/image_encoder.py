@@ -116,7 +116,7 @@ def encoder_switches_in_use(encoder_config: Mapping[str, Any]) -> dict[str, Any]
         if not encoder_config.get("whiten_features"):
             off |= {"whiten_features", "whitening_eps", "whitening_images"}
         if not encoder_config.get("ica_init"):
-            off |= {"ica_init", "ica_images", "ica_components", "ica_max_dependence"}
+            off |= {"ica_init", "ica_images", "ica_components", "ica_max_dependence", "ica_restarts"}
         if not encoder_config.get("edge_features"):
             off |= {"edge_features", "edge_source"}
         return {key: value for key, value in encoder_config.items() if key in CONFIG_KEYS and key not in off}
