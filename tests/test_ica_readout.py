@@ -120,6 +120,8 @@ def test_a_wide_ica_keeps_one_component_per_independent_group():
     assert groups == ["four", "laplace", "level"]  # the factor or its copy, never both
     with pytest.raises(ValueError, match="num_components"):
         ICAReadout(8, 3, num_components=2)
+    with pytest.raises(ValueError, match="restarts"):
+        ICAReadout(8, 3, restarts=0)
 
 
 def test_the_encoder_starts_from_the_components_and_trains_them(ldm_ckpt):
@@ -182,6 +184,10 @@ def test_config_errors_and_the_deviation_list(ldm_ckpt):
         make_module(ldm_ckpt, encoder_config={**ICA, "ica_components": 1})
     assert make_module(ldm_ckpt, encoder_config={**ICA, "ica_components": 14}).encoder.ica.num_components == 14
     assert deviations_in_use({"encoder_config": {**ICA, "ica_components": 12}})["encoder_config.ica_components"] == 12
+    with pytest.raises(ConfigError, match="ica_restarts"):
+        make_module(ldm_ckpt, encoder_config={**ICA, "ica_restarts": 0})
+    assert make_module(ldm_ckpt, encoder_config={**ICA, "ica_restarts": 3}).encoder.ica.restarts == 3
+    assert deviations_in_use({"encoder_config": {**ICA, "ica_restarts": 8}})["encoder_config.ica_restarts"] == 8
     used = deviations_in_use({"encoder_config": ICA})
     assert used["encoder_config.ica_init"] is True and used["encoder_config.ica_images"] == 24
     off = deviations_in_use({"encoder_config": {**ICA, "ica_init": False}})

@@ -118,6 +118,8 @@ class DPMFeatureEncoder(nn.Module):
         if ica_init and components < num_units * unit_dim:
             raise ValueError(f"ica_components ({components}) must be at least the code's {num_units * unit_dim} "
                              "dimensions")
+        if ica_init and int(ica_restarts) < 1:
+            raise ValueError(f"ica_restarts must be >= 1 (FastICA starts), got {ica_restarts}")
         if ica_init and int(ica_images) <= components:
             raise ValueError(f"ica_images must exceed the ICA's {components} components, got {ica_images}")
         self._frozen = (first_stage, unet)  # a tuple: not registered, so not this module's parameters

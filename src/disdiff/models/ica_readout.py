@@ -151,9 +151,9 @@ class ICAReadout(nn.Module):
                  num_components: int | None = None, max_dependence: float = 0.2, restarts: int = 1) -> None:
         super().__init__()
         self.num_components = int(num_components) if num_components is not None else int(num_outputs)
-        if self.num_components < num_outputs or max_dependence <= 0:
-            raise ValueError(f"num_components ({self.num_components}) must be at least num_outputs ({num_outputs}) "
-                             f"and max_dependence ({max_dependence}) > 0")
+        if self.num_components < num_outputs or max_dependence <= 0 or restarts < 1:
+            raise ValueError(f"num_components ({self.num_components}) must be at least num_outputs ({num_outputs}), "
+                             f"max_dependence ({max_dependence}) > 0 and restarts ({restarts}) >= 1")
         self.max_dependence = float(max_dependence)
         self.restarts = int(restarts)
         blocks = tuple(int(b) for b in blocks) if blocks is not None else (int(num_features),)
