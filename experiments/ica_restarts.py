@@ -1,13 +1,16 @@
 """Diagnostic for docs/EXPERIMENTS.md (D52): why does one ICA fit of the 8-of-12 start lose a factor (D51), and
 can a label-free score tell the good fits from the bad?
 
-For each seed, the product's :class:`disdiff.models.ica_readout.ICAReadout` standardisation and FastICA are fitted
-on ``--fit`` random images of a feature cache (as ``ica_code_export.py --readout cache``), all K components and
-the kept N (pruned with ``--estimator``) are scored on ``--test`` other images: η² per factor (labels, for the diagnosis only) and label-free
-quantities of the kept set -- FastICA's iterations, the summed negentropy ``(E log cosh y − E log cosh ν)²`` (the
-contrast FastICA maximises), the summed |kurtosis|, and the largest and mean mutual information between kept ones.
+For each seed, the product's :class:`disdiff.models.ica_readout.ICAReadout` standardisation and FastICA
+(``--restarts`` starts) are fitted on ``--fit`` random images of a feature cache (as ``ica_code_export.py
+--readout cache``); all K components and the kept N (pruned with ``--estimator``) are scored on ``--test``
+other images: η² per factor (labels, for the diagnosis only) and label-free quantities -- the summed
+negentropy of all K and of the kept N (the contrast FastICA climbs), the kept ones' summed |kurtosis|, and
+the largest and mean mutual information between kept ones. ``--image-seed`` fits every seed's FastICA on the
+same images, so that only its start differs (D54).
 
-    python experiments/ica_restarts.py FEATURE_CACHE.npy [--seeds 0,1,2] [--components 12] [--keep 8] [--fit 5000]
+    python experiments/ica_restarts.py FEATURE_CACHE.npy [--seeds 0,1,2] [--restarts 8] [--estimator binned|knn]
+        [--image-seed S] [--components 12] [--keep 8] [--fit 5000]
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ def main() -> None:
     test_raw = np.asarray(cache[test_index], dtype=np.float64)
     test_factors = data.factors_of(test_index)
     for seed in (int(s) for s in args.seeds.split(",")):
-        fit_index = np.sort(np.random.RandomState(seed if args.image_seed is None else args.image_seed).choice(len(cache), args.fit, replace=False))
+        image_seed = seed if args.image_seed is None else args.image_seed
+        fit_index = np.sort(np.random.RandomState(image_seed).choice(len(cache), args.fit, replace=False))
         raw = torch.from_numpy(np.asarray(cache[fit_index], dtype=np.float64))
         weight = ICAReadout(width, args.keep, blocks, args.components).block_weight.double()
         mean, scale = raw.mean(0), raw.std(0).clamp_min(1e-6) * weight
