@@ -54,12 +54,15 @@ def test_negentropy_is_zero_for_a_gaussian_and_positive_otherwise():
 
 def test_restarts_keep_the_start_of_the_largest_negentropy():
     _, observed = mixed_sources(n=1500, seed=2)
+    # Two FastICA iterations leave each start short of the optimum by a different amount, so the starts differ
+    # (converged, they all reach the same optimum on this easy mixture and the test could not tell them apart).
     contrasts = []
     for start in range(3, 7):
-        unmixing, offset, _ = independent_components(observed, 3, seed=start)
+        unmixing, offset, _ = independent_components(observed, 3, seed=start, max_iter=2)
         contrasts.append(negentropy(observed @ unmixing.T + offset).sum())
-    unmixing, offset, _ = independent_components(observed, 3, seed=3, restarts=4)
-    assert np.isclose(negentropy(observed @ unmixing.T + offset).sum(), max(contrasts), rtol=1e-9)
+    assert max(contrasts) - min(contrasts) > 1e-5 and int(np.argmax(contrasts)) != 0
+    unmixing, offset, _ = independent_components(observed, 3, seed=3, max_iter=2, restarts=4)
+    assert np.isclose(negentropy(observed @ unmixing.T + offset).sum(), max(contrasts), rtol=1e-12)
     with pytest.raises(ValueError, match="restarts"):
         independent_components(observed, 3, restarts=0)
 
