@@ -12,11 +12,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from feature_variants import NAMES
 
 from disdiff.data.registry import load_dataset
 from disdiff.metrics.dci import compute_importance_gbt, disentanglement, disentanglement_per_code
-
-NAMES = ("floor", "wall", "object", "scale", "shape", "orient")
 
 
 def main() -> None:

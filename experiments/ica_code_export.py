@@ -68,12 +68,16 @@ def main() -> None:
     write(args, data, np.concatenate(chunks))
 
 
+def cache_blocks(width: int) -> tuple[int, ...]:
+    """The ICA's blocks of a feature cache ``width`` columns wide: the UNet features, then the edge map if any."""
+    return (UNET_FEATURES, width - UNET_FEATURES) if width > UNET_FEATURES else (width,)
+
+
 def product_code(args, cache: np.ndarray, fit_index: np.ndarray) -> np.ndarray:
     """The code of ICAReadout fitted on ``fit_index``, over every image of the cache."""
     width = cache.shape[1]
-    blocks = (UNET_FEATURES, width - UNET_FEATURES) if width > UNET_FEATURES else (width,)
     keep = args.keep or args.components
-    ica = ICAReadout(width, keep, blocks, num_components=args.components, restarts=args.restarts)
+    ica = ICAReadout(width, keep, cache_blocks(width), num_components=args.components, restarts=args.restarts)
     kurtosis = ica.fit(torch.from_numpy(np.asarray(cache[fit_index], dtype=np.float64)), args.seed)
     print("kept components' kurtosis", np.round(kurtosis, 2))
     with torch.no_grad():

@@ -19,14 +19,14 @@ import json
 
 import numpy as np
 import torch
+from feature_variants import NAMES
+from ica_code_export import cache_blocks
 
 from disdiff.data.registry import load_dataset
 from disdiff.metrics.probe import variance_explained
 from disdiff.models.ica_readout import (ICAReadout, independent_components, mutual_information, negentropy,
                                        select_independent)
 
-UNET_FEATURES = 544  # the small stage 2's pooled features (the first block of a cache with edges)
-NAMES = ("floor", "wall", "object", "scale", "shape", "orient")
 COVERED = np.array([0.5, 0.5, 0.5, 0.25, 0.25, 0.5])  # η² that counts as "the factor has a kept component" (D53)
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     data = load_dataset("shapes3d-synth", resolution=32)
     cache = np.load(args.cache, mmap_mode="r")
     width = cache.shape[1]
-    blocks = (UNET_FEATURES, width - UNET_FEATURES) if width > UNET_FEATURES else (width,)
+    readout = ICAReadout(width, args.keep, cache_blocks(width), args.components)  # for its standardisation only
     test_index = np.sort(np.random.RandomState(12345).choice(len(cache), args.test, replace=False))
     test_raw = np.asarray(cache[test_index], dtype=np.float64)
     test_factors = data.factors_of(test_index)
@@ -55,8 +55,7 @@ def main() -> None:
         image_seed = seed if args.image_seed is None else args.image_seed
         fit_index = np.sort(np.random.RandomState(image_seed).choice(len(cache), args.fit, replace=False))
         raw = torch.from_numpy(np.asarray(cache[fit_index], dtype=np.float64))
-        weight = ICAReadout(width, args.keep, blocks, args.components).block_weight.double()
-        mean, scale = raw.mean(0), raw.std(0).clamp_min(1e-6) * weight
+        mean, scale = readout.standardisation(raw)
         fit = ((raw - mean) / scale).numpy()
         unmixing, offset, kurtosis = independent_components(fit, args.components, seed, restarts=args.restarts)
         fit_sources = fit @ unmixing.T + offset

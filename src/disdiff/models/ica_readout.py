@@ -170,10 +170,16 @@ class ICAReadout(nn.Module):
         self.register_buffer("fitted", torch.tensor(False))
 
     @torch.no_grad()
+    def standardisation(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(μ, σ)`` of ``features`` ``(n, F)`` as :meth:`fit` sets them: the per-feature mean, and the standard
+        deviation times the block weight (module docstring), in the features' dtype."""
+        return features.mean(0), features.std(0).clamp_min(1e-6) * self.block_weight.to(features.dtype)
+
+    @torch.no_grad()
     def fit(self, features: torch.Tensor, seed: int = 0) -> np.ndarray:
         """Set ``μ``, ``σ``, ``W``, ``b`` from ``features`` ``(n, F)``; return the kept components' excess kurtosis."""
         h = features.detach().double().cpu()
-        mean, scale = h.mean(0), h.std(0).clamp_min(1e-6) * self.block_weight.double()
+        mean, scale = self.standardisation(h)
         standard = ((h - mean) / scale).numpy()
         unmixing, offset, kurtosis = independent_components(standard, self.num_components, seed,
                                                             restarts=self.restarts)
