@@ -6,6 +6,7 @@
     <out>/stage3_disdiff/representations/ exported codes of the evaluated checkpoints
     <out>/stage3_disdiff/metrics/         one metrics JSON per evaluated checkpoint
     <out>/stage3_disdiff/units/           which units the decoder uses (``disdiff units``), final checkpoint
+    <out>/feature-cache/                  stage 3's frozen features from the background process (deleted once read)
     <out>/figures/                        dataset preview, swap and traversal grids, loss and metric plots
     <out>/report.md, report.html
 """
@@ -66,6 +67,10 @@ class QuickstartLayout:
     @property
     def units(self) -> Path:
         return self.stage_dir("disdiff") / "units"
+
+    @property
+    def feature_cache(self) -> Path:
+        return self.out / "feature-cache"
 
     def units_file(self, step: int) -> Path:
         return self.units / f"step={step:08d}.json"

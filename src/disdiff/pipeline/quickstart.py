@@ -7,7 +7,9 @@ Steps, each skipped when its output is already complete (so an interrupted run r
 2. train the stages the plan names (:mod:`disdiff.pipeline.pretrained`): stage 3 alone from the
    packaged stage-1/2 checkpoints, or all three stages from scratch, each within its share of the
    budget (a stage in progress resumes from its ``last.ckpt`` exactly where it stopped); for an
-   image encoder on frozen features, those features are computed just before stage 3 trains;
+   image encoder on frozen features, those features are computed for the exports in a second process
+   on one thread while stage 3 trains (:mod:`disdiff.pipeline.background_features`), or, on one
+   thread or with ``--background-features false``, just before stage 3 trains;
 3. export the representations of the whole dataset and evaluate the final stage-3 checkpoint at
    the published settings (skipped, with the reason, for a dataset without factor labels);
 4. draw the swap and traversal grids;
@@ -21,6 +23,7 @@ The console shows one line per step (:mod:`disdiff.pipeline.progress`); everythi
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, load_configs
 from disdiff.evaluation.export import FrozenFeatureCache
+from disdiff.pipeline.background_features import BackgroundFeatures, RestoreThreads
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import (dci_sample_fraction, merge_settings, parse_settings, select_curve_steps,
                                     step_checkpoints)
@@ -71,6 +75,8 @@ class Quickstart:
         self.feature_cache = FrozenFeatureCache(bf16=settings.features_bf16)
         #: True once the features were computed before stage 3 (then no export includes their one-off time).
         self.features_precomputed = False
+        #: The child process computing those features while stage 3 trains (``background_features``).
+        self.background: BackgroundFeatures | None = None
         self.clock = PipelineClock(settings.minutes * 60.0, self.step_names(STAGES))
 
     # ----------------------------------------------------------------- helpers
@@ -207,17 +213,28 @@ class Quickstart:
             every = int((config.get("lightning") or {}).get("checkpoint", {}).get("every_n_train_steps", 0) or 0)
             callbacks.append(BudgetCheckpoints(run.checkpoint_dir, [k / points for k in range(1, points)], every))
         trainer_overrides: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
-        timer = speed_reserve_timer(self.settings, stage, training_seconds, self.clock.seconds_left)
+        threads = torch.get_num_threads()
+        seconds_left = self.clock.seconds_left
+        if stage == "disdiff" and self.background is not None and self.background.running:
+            # One thread is the features child's until it is done; the final steps wait for it.
+            torch.set_num_threads(threads - 1)
+            callbacks.append(RestoreThreads(self.background, threads))
+            background = self.background
+            seconds_left = lambda: self.clock.seconds_left() - background.seconds_left()  # noqa: E731
+        timer = speed_reserve_timer(self.settings, stage, training_seconds, seconds_left)
         if timer is not None:
             callbacks.append(timer)
         else:
             trainer_overrides["max_time"] = {"seconds": training_seconds}
-        trainer = train(
-            config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
-            trainer_overrides=trainer_overrides,
-            extra_callbacks=callbacks,
-            argv=["disdiff", "quickstart", f"--stage={stage}"],
-        )
+        try:
+            trainer = train(
+                config, run, seed=self.settings.seed, resume_ckpt=resume, overwrite=resume is None and run.holds_run(),
+                trainer_overrides=trainer_overrides,
+                extra_callbacks=callbacks,
+                argv=["disdiff", "quickstart", f"--stage={stage}"],
+            )
+        finally:
+            torch.set_num_threads(threads)
         atomic_write_json(self.done_marker(stage), {
             "global_step": int(trainer.global_step), "budget_minutes": minutes,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -248,6 +265,10 @@ class Quickstart:
             line.done("none (the image encoder reads the images themselves)")
             return
         module.eval()
+        if self.settings.background_features and torch.get_num_threads() >= 2:
+            self.start_background_features()
+            line.done(f"{self.data.num_images} images in a second process (1 thread) while stage 3 trains")
+            return
         start = time.monotonic()
         self.feature_cache.features(encoder, self.data.dataset, EXPORT_BATCH_SIZE, progress=False,
                                     on_batch=lambda done, total: line.update(f"{done} of {total} images"))
@@ -259,6 +280,37 @@ class Quickstart:
             self.notes.append("The exports' frozen features were computed under a bf16 autocast (the heads in "
                               "float32; training is not affected): `--features-bf16 false` keeps them float32.")
 
+    def start_background_features(self) -> None:
+        """Start the child process of ``background_features`` (its file goes to the run's feature cache)."""
+        self.feature_cache.directory = self.layout.feature_cache
+        self.background = BackgroundFeatures(self.data.num_images, {
+            "model_config": OmegaConf.to_container(self.stage_config(STAGES[-1]).model, resolve=True),
+            "dataset_spec": self.data.spec, "dataset_options": dict(self.data.options),
+            "data_dir": self.settings.data_dir, "directory": str(self.layout.feature_cache),
+            "dataset_key": self.dataset_key, "bf16": self.settings.features_bf16, "threads": 1,
+            "batch_size": EXPORT_BATCH_SIZE})
+        self.features_precomputed = True
+
+    @property
+    def dataset_key(self) -> str:
+        from disdiff.evaluation.export import dataset_cache_key
+
+        return dataset_cache_key(self.data.spec, self.data.options)
+
+    def collect_background_features(self) -> None:
+        """Wait for the features child; if it failed, the next export computes the features itself."""
+        job, self.background = self.background, None
+        if job is None:
+            return
+        if job.wait():
+            self.notes.append(f"The exports' frozen features were computed in a second process on one thread while "
+                              f"stage 3 trained ({self.data.num_images} images in {format_minutes(job.seconds)}).")
+        else:
+            self.features_precomputed = False
+            self.feature_cache.directory = None  # computed here, kept in memory as without the child
+            self.notes.append(f"The frozen-features process failed (exit code {job.process.returncode}, see "
+                              f"{job.log_file}); the final export computed them.")
+
     def final_step(self) -> int:
         return int(self.layout.read_done("disdiff")["global_step"])
 
@@ -269,13 +321,22 @@ class Quickstart:
 
         path = self.layout.representations_file(step)
         if not path.is_file():
+            self.collect_background_features()
             model = DisDiff.load(checkpoint or self.stage_dir("disdiff"))
             if model.global_step != step:
                 raise RuntimeError(f"{checkpoint or self.stage_dir('disdiff')} holds step {model.global_step}, not {step}")
             latents = export_representations(model, self.data.dataset, batch_size=EXPORT_BATCH_SIZE, progress=False,
-                                             feature_cache=self.feature_cache)
+                                             feature_cache=self.feature_cache, dataset_key=self.dataset_key)
+            self.drop_feature_file()
             save_representations(path, latents, step, self.data.spec, self.data.dataset)
         return path
+
+    def drop_feature_file(self) -> None:
+        """Delete the background features' file once read: the cache keeps it memory-mapped for the other
+        exports, and it is 480,000 x 1,505 floats (2.9 GB) for shapes3d-synth with edge features."""
+        loaded = self.feature_cache.loaded_from
+        if loaded is not None and loaded.parent == self.layout.feature_cache:
+            shutil.rmtree(self.layout.feature_cache, ignore_errors=True)  # the child's job and log files too
 
     def evaluate(self, representations: Path, step: int, settings: dict[str, dict[str, Any]]) -> dict:
         """The metrics record of one representations file (recomputed unless current)."""

@@ -66,6 +66,11 @@ class QuickstartSettings:
     #: codes scored the same metrics to the third decimal (docs/EXPERIMENTS.md D36, D36b), so about three
     #: minutes more of the 30 go to stage 3. ``False`` keeps every number float32.
     features_bf16: bool | str = "auto"
+    #: Compute those features in a second process on one thread while stage 3 trains on the others
+    #: (:mod:`disdiff.pipeline.background_features`), instead of before stage 3; only with two or more
+    #: torch threads. With ``edge_source: reconstruction`` they took 9m44s-10m28s of a 30-minute
+    #: quickstart on 2 cores before stage 3 (docs/EXPERIMENTS.md M23).
+    background_features: bool = True
     tail_step_equivalents: float = 550.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last

@@ -1,0 +1,138 @@
+"""The exports' frozen features computed in a second process while stage 3 trains.
+
+Why: with ``edge_source: reconstruction`` the frozen features of shapes3d-synth's 480,000 images (the
+stage-1 encoding and decoding, the UNet encoder half) took 9m44s-10m28s of a 30-minute quickstart on
+2 cores before stage 3 could start (docs/EXPERIMENTS.md, M23), although no training step needs them:
+only the exports after training do. So the features take one core in a child process while training
+runs on the others, and training gets its thread back when the child is done.
+
+The child is a fresh interpreter (``python -m disdiff.pipeline.background_features JOB.json``), not a
+``multiprocessing`` one: it shares no torch state with the parent and does not re-import the
+caller's ``__main__``. It writes the features atomically to the cache file the parent's
+:class:`disdiff.evaluation.export.FrozenFeatureCache` then memory-maps (same folder, dataset key and
+feature digest), so the exports read exactly what the child computed, and it counts its progress
+in ``progress.txt`` for the parent's estimate of its time left. If the child fails, the parent
+computes the features itself at the first export, as without this job.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+__all__ = ["BackgroundFeatures", "RestoreThreads", "compute_feature_file"]
+
+JOB_FILE, PROGRESS_FILE, LOG_FILE = "job.json", "progress.txt", "child.log"
+
+
+def compute_feature_file(job: dict[str, Any], progress_file: Path | None = None) -> Path:
+    """The child's work: build the stage-3 model of ``job["model_config"]`` (its frozen networks are all
+    the features need), open the dataset and fill ``job["directory"]``'s feature cache for it on
+    ``job["threads"]`` threads; return the cache file. After every batch ``progress_file`` gets the
+    number of images done."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from disdiff.config import instantiate_from_config
+    from disdiff.data.registry import load_dataset
+    from disdiff.evaluation.export import FrozenFeatureCache
+
+    torch.set_num_threads(int(job["threads"]))
+    module = instantiate_from_config(OmegaConf.create(job["model_config"])).eval()
+    spec = str(job["dataset_spec"])
+    dataset = load_dataset(Path(spec) if Path(spec).is_absolute() else spec, data_dir=job.get("data_dir"),
+                           **job["dataset_options"])
+
+    def count(done: int, _total: int) -> None:
+        if progress_file is not None:
+            progress_file.write_text(str(int(done)))
+
+    cache = FrozenFeatureCache(job["directory"], bf16=job["bf16"])
+    cache.features(module.encoder, dataset, int(job["batch_size"]), progress=False, dataset_key=job["dataset_key"],
+                   on_batch=count)
+    fingerprint = module.encoder.features_fingerprint()
+    return cache.file_for(job["dataset_key"], fingerprint, len(dataset), cache.used_bf16)
+
+
+class BackgroundFeatures:
+    """The child process of :func:`compute_feature_file` for ``job`` (its folder is ``job["directory"]``)."""
+
+    def __init__(self, num_images: int, job: dict[str, Any]) -> None:
+        self.num_images = int(num_images)
+        self.folder = Path(job["directory"])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / JOB_FILE).write_text(json.dumps(job))
+        self.progress_file = self.folder / PROGRESS_FILE
+        self.progress_file.unlink(missing_ok=True)
+        self.log_file = self.folder / LOG_FILE
+        with open(self.log_file, "w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", __name__, str(self.folder / JOB_FILE)],
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.started = time.monotonic()
+        self.finished: float | None = None
+
+    @property
+    def running(self) -> bool:
+        if self.finished is None and self.process.poll() is not None:
+            self.finished = time.monotonic()
+        return self.finished is None
+
+    @property
+    def seconds(self) -> float:
+        """How long the child ran (so far, while it runs)."""
+        return (time.monotonic() if self.running else self.finished) - self.started
+
+    def images_done(self) -> int:
+        try:
+            return int(self.progress_file.read_text() or 0)
+        except (OSError, ValueError):  # not written yet, or caught mid-write
+            return 0
+
+    def seconds_left(self) -> float:
+        """The child's remaining time at its rate so far (0 once done; 0 before its first batch, when
+        there is no rate yet: a stage that ends that early is short anyway)."""
+        if not self.running:
+            return 0.0
+        done = self.images_done()
+        return self.seconds * (self.num_images - done) / done if done > 0 else 0.0
+
+    def wait(self) -> bool:
+        """Wait for the child; True if it wrote the features."""
+        self.process.wait()
+        return not self.running and self.process.returncode == 0
+
+
+class RestoreThreads(pl.Callback):
+    """Gives training ``threads`` torch threads again once ``job`` is done (checked before every step)."""
+
+    def __init__(self, job: BackgroundFeatures, threads: int) -> None:
+        self.job, self.threads = job, int(threads)
+        self.restored_at_step: int | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.restored_at_step is None and not self.job.running:
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self.restored_at_step = int(trainer.global_step)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m disdiff.pipeline.background_features JOB.json", file=sys.stderr)
+        return 2
+    job_file = Path(argv[0])
+    job = json.loads(job_file.read_text())
+    path = compute_feature_file(job, job_file.parent / PROGRESS_FILE)
+    print(f"features written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
