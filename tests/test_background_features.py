@@ -90,3 +90,21 @@ def test_child_time_left_follows_its_progress(tmp_path, monkeypatch):
     assert job.seconds_left() == pytest.approx(300.0)  # 250 images in 100 s: the other 750 take 300 s
     job.process = type("Done", (), {"poll": staticmethod(lambda: 0)})()
     assert job.seconds_left() == 0.0
+
+
+def test_a_failed_run_ends_its_child(tmp_path, two_threads, monkeypatch):
+    jobs = []
+
+    class RecordedJob(BackgroundFeatures):
+        def __init__(self, num_images, job):
+            super().__init__(num_images, job)
+            jobs.append(self)
+
+    def failing_stage(self, stage):
+        raise RuntimeError(f"stage {stage} failed")
+
+    monkeypatch.setattr(quickstart_module, "BackgroundFeatures", RecordedJob)
+    monkeypatch.setattr(quickstart_module.Quickstart, "train_stage", failing_stage)
+    with pytest.raises(RuntimeError, match="stage disdiff failed"):
+        Quickstart(_settings(tmp_path)).run()
+    assert len(jobs) == 1 and jobs[0].process.returncode is not None  # not left running

@@ -102,6 +102,12 @@ class BackgroundFeatures:
         done = self.images_done()
         return self.seconds * (self.num_images - done) / done if done > 0 else 0.0
 
+    def stop(self) -> None:
+        """End the child if it still runs (its file is written atomically, so nothing half-written stays)."""
+        if self.running:
+            self.process.terminate()
+            self.process.wait()
+
     def wait(self) -> bool:
         """Wait for the child; True if it wrote the features."""
         self.process.wait()

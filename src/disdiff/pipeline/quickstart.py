@@ -301,6 +301,8 @@ class Quickstart:
         """Wait for the features child; if it failed, the next export computes the features itself."""
         job, self.background = self.background, None
         if job is None:
+            if self.layout.feature_cache.is_dir():  # an earlier invocation's child: its file if it finished
+                self.feature_cache.directory = self.layout.feature_cache
             return
         if job.wait():
             self.notes.append(f"The exports' frozen features were computed in a second process on one thread while "
@@ -332,11 +334,10 @@ class Quickstart:
         return path
 
     def drop_feature_file(self) -> None:
-        """Delete the background features' file once read: the cache keeps it memory-mapped for the other
-        exports, and it is 480,000 x 1,505 floats (2.9 GB) for shapes3d-synth with edge features."""
-        loaded = self.feature_cache.loaded_from
-        if loaded is not None and loaded.parent == self.layout.feature_cache:
-            shutil.rmtree(self.layout.feature_cache, ignore_errors=True)  # the child's job and log files too
+        """Delete the background features' folder once an export has the features: the cache keeps its
+        file memory-mapped for the other exports (or holds them in memory), and the file is 480,000 x 1,505
+        floats (2.9 GB) for shapes3d-synth with edge features."""
+        shutil.rmtree(self.layout.feature_cache, ignore_errors=True)  # the child's job and log files too
 
     def evaluate(self, representations: Path, step: int, settings: dict[str, dict[str, Any]]) -> dict:
         """The metrics record of one representations file (recomputed unless current)."""
@@ -502,6 +503,8 @@ class Quickstart:
         try:
             return self._run_steps(started)
         finally:
+            if self.background is not None:  # a failed run leaves no child computing for nobody
+                self.background.stop()
             self.console.close_line()  # a stage line left open by an error ends before the error is printed
 
     def _run_steps(self, started: float) -> tuple[Path, Path]:
