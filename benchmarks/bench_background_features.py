@@ -24,7 +24,7 @@ import sys
 import time
 
 import torch
-from common import build_stage3, images, machine
+from common import build_stage3, images, machine, stage3_training_step
 
 PACKAGED_STAGE2 = "src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt"
 NUM_IMAGES = 480_000
@@ -38,15 +38,7 @@ def build():
 
 
 def step_seconds(module, steps: int) -> float:
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
-    x = images("small", 32)
-
-    def step(seed: int) -> None:
-        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed))
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
-
+    step = stage3_training_step(module, images("small", 32))
     for seed in range(3):  # warm-up
         step(seed)
     start = time.perf_counter()

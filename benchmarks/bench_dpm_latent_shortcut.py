@@ -15,7 +15,7 @@ import json
 import time
 
 import torch
-from common import build_stage3, images, machine
+from common import build_stage3, images, machine, stage3_training_step
 
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 
@@ -30,14 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None).train()
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
-    x = images("small", 32)
-
-    def step(seed: int) -> None:
-        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed))
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
+    step = stage3_training_step(module, images("small", 32))
 
     shared = DPMFeatureEncoder.reads_training_latent
     variants = {"shared_latent": shared, "encode_twice": property(lambda self: False)}

@@ -260,6 +260,20 @@ def build_stage3(size: str, **overrides: Any):
     return module
 
 
+def stage3_training_step(module, x: torch.Tensor) -> Callable[[int], None]:
+    """``step(seed)``: one stage-3 optimiser step on images ``x`` (zero grad, losses with the draws of
+    ``seed``, backward, AdamW), as the benchmarks of the small step time it."""
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
+
+    def step(seed: int) -> None:
+        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed))
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+
+    return step
+
+
 def images(size: str, batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     r = image_resolution(size)
