@@ -23,7 +23,10 @@ TINY_OVERRIDES = {
             "model.params.unet_config.params.num_heads=2", "model.params.log_ddim_steps=3",
             "data.params.batch_size=8", "lightning.checkpoint.every_n_train_steps=4", "lightning.trainer.max_steps=6",
             "lightning.trainer.log_every_n_steps=1"],
+    # The small config's ICA fits 12 components, more than a 16-image dataset's first training batch holds:
+    # one per unit here (N·d, null).
     "disdiff": ["model.params.encoder_config.width=16", "model.params.log_ddim_steps=3",
+                "model.params.encoder_config.ica_components=null",
                 "data.params.batch_size=8", "lightning.checkpoint.every_n_train_steps=3",
                 "lightning.trainer.max_steps=12", "lightning.trainer.log_every_n_steps=1"],
 }

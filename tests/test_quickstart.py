@@ -13,6 +13,7 @@ from PIL import Image
 from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_pretrained, tiny_settings
 
 from disdiff.cli.main import main
+from disdiff.pipeline.dataset import SPARE_UNITS
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
 from disdiff.training.deviations import deviations_in_use
@@ -62,11 +63,11 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     assert "GPU available" in log  # Lightning's own messages are in the log ...
     assert "GPU available" not in console.out  # ... not on the console
 
-    # 32x32 grey images became 16x16 RGB for the networks; N = the number of factors.
+    # 32x32 grey images became 16x16 RGB for the networks; N = the number of factors + 2 spare units.
     config = _stage3_config(out)
     assert config["data"]["params"]["dataset"] == str(npz.resolve())
     assert config["data"]["params"]["dataset_options"] == {"resolution": 16, "rgb": True}
-    assert config["model"]["params"]["num_units"] == 2
+    assert config["model"]["params"]["num_units"] == 2 + SPARE_UNITS == 4
     assert config["model"]["params"]["encoder_config"]["resolution"] == 16
 
     markdown = md_path.read_text()
@@ -106,7 +107,7 @@ def test_bring_your_own_npz_end_to_end(tmp_path, capsys):
     assert len(votes) == 2 and "## FactorVAE votes" in markdown
     # Then which units the decoder uses: one row per unit, the largest field's share 1, factors named.
     usage = _table_rows(markdown, "unit | field RMS")
-    assert [row[0] for row in usage] == ["0", "1"] and max(float(row[2]) for row in usage) == 1.0
+    assert [row[0] for row in usage] == ["0", "1", "2", "3"] and max(float(row[2]) for row in usage) == 1.0
     assert all(float(row[1]) >= 0 and row[4].split(" (")[0] in ("side", "brightness") for row in usage)
     assert json.loads(next((out / "stage3_disdiff" / "units").glob("step=*.json")).read_text())["global_step"] == 12
     for figure in ("swap.png", "swap_partial.png", "traverse.png", "dataset_preview.png"):

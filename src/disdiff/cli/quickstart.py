@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dataset name or file/folder, bring-your-own .npz/.h5 included (default shapes3d-synth)")
     parser.add_argument("--data-dir", default=None, help="folder holding the named real datasets (default: $DISDIFF_DATA)")
     parser.add_argument("--resolution", type=int, default=32, help="image size, a multiple of 16 (default 32)")
-    parser.add_argument("--units", type=int, default=None, help="number of units N (default: the number of factors)")
+    parser.add_argument("--units", type=int, default=None, help="number of units N (default: the number of factors + 2)")
     parser.add_argument("--factor-sizes", type=_sizes, default=None,
                         help="reduced factor grid for quick trials where the dataset takes one, e.g. 4,4,4,4,4,5 "
                              "(default: the full grid, 480,000 images for shapes3d-synth)")

@@ -4,7 +4,10 @@ Why: with ``edge_source: reconstruction`` the frozen features of shapes3d-synth'
 stage-1 encoding and decoding, the UNet encoder half) took 9m44s-10m28s of a 30-minute quickstart on
 2 cores before stage 3 could start (docs/EXPERIMENTS.md, M23), although no training step needs them:
 only the exports after training do. So the features take one core in a child process while training
-runs on the others, and training gets its thread back when the child is done.
+runs on the others, and training gets its thread back when the child is done. On a 2-core AMD EPYC a
+step is 1.39x slower on one thread than on two, and the features take 1,038 s beside training against
+667 s first on two threads; for a 25-minute stage 3 that predicts 36 % more steps (docs/EXPERIMENTS.md
+D57, ``benchmarks/bench_background_features.py``). A quickstart-level control is still to be run (M24).
 
 The child is a fresh interpreter (``python -m disdiff.pipeline.background_features JOB.json``), not a
 ``multiprocessing`` one: it shares no torch state with the parent and does not re-import the

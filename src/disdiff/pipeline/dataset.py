@@ -14,8 +14,12 @@ from typing import Any
 from disdiff.data.base import DatasetError, GroundTruthDataset
 from disdiff.pipeline.settings import DEFAULT_DATASET, RESOLUTION_MULTIPLE, QuickstartSettings
 
-#: Units of a dataset without factors (CelebA), as the published configs (N = 6).
-UNITS_WITHOUT_FACTORS = 6
+#: Units beyond the number of factors: the small config's pruned ICA start keeps 8 of 12 components for
+#: shapes3d-synth's 6 factors, and the spare units take what would else be a second copy of a hue in a
+#: factor's unit (docs/EXPERIMENTS.md M22-M24).
+SPARE_UNITS = 2
+#: Units of a dataset without factors (CelebA): the published configs' N = 6, plus the spare units.
+UNITS_WITHOUT_FACTORS = 6 + SPARE_UNITS
 #: Held-out validation images: a tenth of the dataset, at most this many.
 MAX_VAL_SIZE = 256
 
@@ -98,6 +102,6 @@ def prepare_dataset(settings: QuickstartSettings) -> QuickstartData:
             f"--dataset {spec}: {dataset.num_images} images are too few; the quickstart holds out a tenth of the "
             "dataset (at least one image) for validation, so it needs at least 10")
     grid = getattr(dataset, "is_factor_grid", True)
-    units = settings.units or (len(dataset.factor_sizes) if grid else UNITS_WITHOUT_FACTORS)
+    units = settings.units or (len(dataset.factor_sizes) + SPARE_UNITS if grid else UNITS_WITHOUT_FACTORS)
     return QuickstartData(spec=spec, label=label, canonical=canonical, options=options, dataset=dataset,
                           units=int(units), val_size=int(val_size))

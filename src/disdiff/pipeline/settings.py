@@ -35,7 +35,7 @@ class QuickstartSettings:
     data_dir: str | None = None  # folder of the named real datasets (default: $DISDIFF_DATA)
     resolution: int = 32
     factor_sizes: list[int] | None = None  # None: the dataset's full grid (480,000 images for shapes3d-synth)
-    units: int | None = None  # N; None: the number of factors (6 for a dataset without factors)
+    units: int | None = None  # N; None: the number of factors + 2 (8 for a dataset without factors)
     #: Train stages 1 and 2 too, even where packaged checkpoints exist.
     from_scratch: bool = False
     #: Folder of packaged stage-1/2 checkpoints; None: $DISDIFF_PRETRAINED_DIR, else the package's own.
@@ -53,7 +53,7 @@ class QuickstartSettings:
     #: Stage 3 may train on into that reserve when the machine is fast enough
     #: (:class:`disdiff.pipeline.stage_timer.SpeedReserveTimer`): the final steps are predicted as
     #: ``tail_step_equivalents`` training steps, at the step time measured during stage 3. Since the
-    #: frozen DPM features are computed before stage 3 (``Quickstart.precompute_frozen_features``), the
+    #: frozen DPM features are ready before the exports (computed before or beside stage 3), the
     #: final steps are the heads' export, the evaluation, figures, unit usage, three curve points and
     #: the report: 147 s after 0.407 s steps on a 2-core AMD EPYC (361 steps' worth; docs/EXPERIMENTS.md
     #: M18, 2026-12-06). 550 is 1.5 times that one measurement. (Before, the final export computed the
