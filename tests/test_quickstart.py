@@ -13,7 +13,7 @@ from PIL import Image
 from quickstart_support import STAGE_LINE, TINY_OVERRIDES, make_grid_npz, make_pretrained, tiny_settings
 
 from disdiff.cli.main import main
-from disdiff.pipeline.dataset import SPARE_UNITS
+from disdiff.pipeline.dataset import SPARE_UNITS, UNITS_WITHOUT_FACTORS
 from disdiff.pipeline.quickstart import Quickstart, QuickstartSettings
 from disdiff.pipeline.report import read_training_log
 from disdiff.training.deviations import deviations_in_use
@@ -170,13 +170,13 @@ def test_unlabeled_dataset_trains_draws_grids_and_says_why_no_metrics(tmp_path, 
     assert not (settings.out / "stage3_disdiff" / "metrics").exists()
     for figure in ("swap.png", "swap_partial.png", "traverse.png"):
         assert (settings.out / "figures" / figure).stat().st_size > 0
-    assert _stage3_config(settings.out)["model"]["params"]["num_units"] == 6
+    assert _stage3_config(settings.out)["model"]["params"]["num_units"] == UNITS_WITHOUT_FACTORS == 8
     lines = capsys.readouterr().out.splitlines()
     assert all(STAGE_LINE.match(line) for line in lines)
     assert any("] evaluate: skipped" in line for line in lines)
     # Unit usage needs no labels: one row per unit, no factor named (one pseudo-factor value per image).
     usage = _table_rows(markdown, "unit | field RMS")
-    assert len(usage) == 6 and all(row[4] == "-" for row in usage)
+    assert len(usage) == UNITS_WITHOUT_FACTORS and all(row[4] == "-" for row in usage)
 
 
 # ------------------------------------------------------------------------------------ bad input

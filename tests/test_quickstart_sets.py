@@ -77,7 +77,7 @@ def test_set_value_reaches_stage3_the_identity_and_the_report(tmp_path):
     md_path, _ = Quickstart(settings).run()
     config = yaml.safe_load((settings.out / "stage3_disdiff" / "configs" / "config.yaml").read_text())
     assert config["model"]["params"]["dis_logit_scale"] == 3.5  # the small config's 5.0, replaced
-    assert config["model"]["params"]["nested_unit_dropout"] == 0.5  # the rest of the small config kept
+    assert config["model"]["params"]["rec_highpass_weight"] == 3.0  # the rest of the small config kept
     assert f"Config values changed with --set (merged after the small configs): {value}." in md_path.read_text()
 
     # The same folder with another value is another run: refused before anything is touched.
