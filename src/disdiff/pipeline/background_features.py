@@ -34,11 +34,10 @@ __all__ = ["BackgroundFeatures", "RestoreThreads", "compute_feature_file"]
 JOB_FILE, PROGRESS_FILE, LOG_FILE = "job.json", "progress.txt", "child.log"
 
 
-def compute_feature_file(job: dict[str, Any], progress_file: Path | None = None) -> Path:
+def compute_feature_file(job: dict[str, Any], progress_file: Path | None = None) -> None:
     """The child's work: build the stage-3 model of ``job["model_config"]`` (its frozen networks are all
     the features need), open the dataset and fill ``job["directory"]``'s feature cache for it on
-    ``job["threads"]`` threads; return the cache file. After every batch ``progress_file`` gets the
-    number of images done."""
+    ``job["threads"]`` threads. After every batch ``progress_file`` gets the number of images done."""
     import torch
     from omegaconf import OmegaConf
 
@@ -56,11 +55,9 @@ def compute_feature_file(job: dict[str, Any], progress_file: Path | None = None)
         if progress_file is not None:
             progress_file.write_text(str(int(done)))
 
-    cache = FrozenFeatureCache(job["directory"], bf16=job["bf16"])
-    cache.features(module.encoder, dataset, int(job["batch_size"]), progress=False, dataset_key=job["dataset_key"],
-                   on_batch=count)
-    fingerprint = module.encoder.features_fingerprint()
-    return cache.file_for(job["dataset_key"], fingerprint, len(dataset), cache.used_bf16)
+    FrozenFeatureCache(job["directory"], bf16=job["bf16"]).features(
+        module.encoder, dataset, int(job["batch_size"]), progress=False, dataset_key=job["dataset_key"],
+        on_batch=count)
 
 
 class BackgroundFeatures:
@@ -138,8 +135,8 @@ def main(argv: list[str]) -> int:
         return 2
     job_file = Path(argv[0])
     job = json.loads(job_file.read_text())
-    path = compute_feature_file(job, job_file.parent / PROGRESS_FILE)
-    print(f"features written to {path}")
+    compute_feature_file(job, job_file.parent / PROGRESS_FILE)
+    print(f"features of {job['dataset_spec']} written to {job['directory']}")
     return 0
 
 
