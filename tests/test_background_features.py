@@ -10,6 +10,7 @@ from quickstart_support import make_pretrained, tiny_settings
 
 from disdiff.api import DisDiff
 from disdiff.evaluation.export import export_representations
+from disdiff.pipeline import export_features as export_features_module
 from disdiff.pipeline import quickstart as quickstart_module
 from disdiff.pipeline.background_features import BackgroundFeatures
 from disdiff.pipeline.quickstart import Quickstart
@@ -57,7 +58,7 @@ def test_a_failed_child_leaves_the_features_to_the_export(tmp_path, two_threads,
         def __init__(self, num_images, job):
             super().__init__(num_images, {**job, "model_config": {"target": "no.such.Module"}})
 
-    monkeypatch.setattr(quickstart_module, "BackgroundFeatures", BrokenJob)
+    monkeypatch.setattr(export_features_module, "BackgroundFeatures", BrokenJob)
     settings = _settings(tmp_path)
     md_path, _ = Quickstart(settings).run()
     markdown = md_path.read_text()
@@ -69,7 +70,7 @@ def test_a_failed_child_leaves_the_features_to_the_export(tmp_path, two_threads,
 
 def test_off_or_on_one_thread_the_features_are_computed_before_stage_3(tmp_path, two_threads, monkeypatch):
     started = []
-    monkeypatch.setattr(quickstart_module.Quickstart, "start_background_features", lambda self: started.append(1))
+    monkeypatch.setattr(export_features_module.ExportFeatures, "start_child", lambda self, *args: started.append(1))
     torch.set_num_threads(1)
     md_path, _ = Quickstart(_settings(tmp_path / "one")).run()
     torch.set_num_threads(2)
@@ -103,7 +104,7 @@ def test_a_failed_run_ends_its_child(tmp_path, two_threads, monkeypatch):
     def failing_stage(self, stage):
         raise RuntimeError(f"stage {stage} failed")
 
-    monkeypatch.setattr(quickstart_module, "BackgroundFeatures", RecordedJob)
+    monkeypatch.setattr(export_features_module, "BackgroundFeatures", RecordedJob)
     monkeypatch.setattr(quickstart_module.Quickstart, "train_stage", failing_stage)
     with pytest.raises(RuntimeError, match="stage disdiff failed"):
         Quickstart(_settings(tmp_path)).run()

@@ -116,7 +116,7 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
     md_path, _ = quickstart.run()
     report = md_path.read_text()
     assert "encoder_config.backbone" in report and "left out" not in report
-    assert quickstart.feature_cache.used_bf16 and "computed under a bf16 autocast" in report
+    assert quickstart.features.cache.used_bf16 and "computed under a bf16 autocast" in report
     # Once, before stage 3 trained (the trained checkpoints' frozen networks hash the same), then
     # read by the final checkpoint's export and the curve's three earlier ones.
     assert fills == [(96, False)] and len(calls) == 5

@@ -119,14 +119,14 @@ class RestoreThreads(pl.Callback):
 
     def __init__(self, job: BackgroundFeatures, threads: int) -> None:
         self.job, self.threads = job, int(threads)
-        self.restored_at_step: int | None = None
+        self.restored = False
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
-        if self.restored_at_step is None and not self.job.running:
+        if not self.restored and not self.job.running:
             import torch
 
             torch.set_num_threads(self.threads)
-            self.restored_at_step = int(trainer.global_step)
+            self.restored = True
 
 
 def main(argv: list[str]) -> int:

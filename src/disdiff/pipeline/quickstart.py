@@ -23,7 +23,6 @@ The console shows one line per step (:mod:`disdiff.pipeline.progress`); everythi
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +31,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, load_configs
-from disdiff.evaluation.export import FrozenFeatureCache
-from disdiff.pipeline.background_features import BackgroundFeatures, RestoreThreads
+from disdiff.pipeline.background_features import RestoreThreads
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import (dci_sample_fraction, merge_settings, parse_settings, select_curve_steps,
                                     step_checkpoints)
 from disdiff.pipeline.dataset import QuickstartData, QuickstartError, prepare_dataset
+from disdiff.pipeline.export_features import ExportFeatures
 from disdiff.pipeline.layout import QuickstartLayout
 from disdiff.pipeline.overrides import check_sets, group_sets
 from disdiff.pipeline.pretrained import StagePlan, plan_stages
@@ -72,11 +71,7 @@ class Quickstart:
         self.curve: list[CurvePoint] = []
         self.notes: list[str] = []
         # An encoder on frozen features (backbone: dpm) computes them once for all exports of the run.
-        self.feature_cache = FrozenFeatureCache(bf16=settings.features_bf16)
-        #: True once the features were computed before stage 3 (then no export includes their one-off time).
-        self.features_precomputed = False
-        #: The child process computing those features while stage 3 trains (``background_features``).
-        self.background: BackgroundFeatures | None = None
+        self.features = ExportFeatures(self.layout.feature_cache, settings.features_bf16)
         self.clock = PipelineClock(settings.minutes * 60.0, self.step_names(STAGES))
 
     # ----------------------------------------------------------------- helpers
@@ -215,12 +210,12 @@ class Quickstart:
         trainer_overrides: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
         threads = torch.get_num_threads()
         seconds_left = self.clock.seconds_left
-        if stage == "disdiff" and self.background is not None and self.background.running:
+        if stage == "disdiff" and self.features.child_running:
             # One thread is the features child's until it is done; the final steps wait for it.
             torch.set_num_threads(threads - 1)
-            callbacks.append(RestoreThreads(self.background, threads))
-            background = self.background
-            seconds_left = lambda: self.clock.seconds_left() - background.seconds_left()  # noqa: E731
+            child = self.features.job
+            callbacks.append(RestoreThreads(child, threads))
+            seconds_left = lambda: self.clock.seconds_left() - child.seconds_left()  # noqa: E731
         timer = speed_reserve_timer(self.settings, stage, training_seconds, seconds_left)
         if timer is not None:
             callbacks.append(timer)
@@ -266,52 +261,26 @@ class Quickstart:
             return
         module.eval()
         if self.settings.background_features and torch.get_num_threads() >= 2:
-            self.start_background_features()
+            self.features.start_child(self.data.num_images, {
+                "model_config": OmegaConf.to_container(self.stage_config(STAGES[-1]).model, resolve=True),
+                "dataset_spec": self.data.spec, "dataset_options": dict(self.data.options),
+                "data_dir": self.settings.data_dir, "dataset_key": self.dataset_key, "threads": 1,
+                "batch_size": EXPORT_BATCH_SIZE})
             line.done(f"{self.data.num_images} images in a second process (1 thread) while stage 3 trains")
             return
         start = time.monotonic()
-        self.feature_cache.features(encoder, self.data.dataset, EXPORT_BATCH_SIZE, progress=False,
-                                    on_batch=lambda done, total: line.update(f"{done} of {total} images"))
-        self.features_precomputed = True
-        precision = "bf16 autocast" if self.feature_cache.used_bf16 else "float32"
+        note = self.features.compute_now(encoder, self.data.dataset, EXPORT_BATCH_SIZE,
+                                         on_batch=lambda done, total: line.update(f"{done} of {total} images"))
+        precision = "bf16 autocast" if self.features.cache.used_bf16 else "float32"
         line.done(f"{self.data.num_images} images in {format_minutes(time.monotonic() - start)} ({precision}), "
                   "kept for the exports")
-        if self.feature_cache.used_bf16:
-            self.notes.append("The exports' frozen features were computed under a bf16 autocast (the heads in "
-                              "float32; training is not affected): `--features-bf16 false` keeps them float32.")
-
-    def start_background_features(self) -> None:
-        """Start the child process of ``background_features`` (its file goes to the run's feature cache)."""
-        self.feature_cache.directory = self.layout.feature_cache
-        self.background = BackgroundFeatures(self.data.num_images, {
-            "model_config": OmegaConf.to_container(self.stage_config(STAGES[-1]).model, resolve=True),
-            "dataset_spec": self.data.spec, "dataset_options": dict(self.data.options),
-            "data_dir": self.settings.data_dir, "directory": str(self.layout.feature_cache),
-            "dataset_key": self.dataset_key, "bf16": self.settings.features_bf16, "threads": 1,
-            "batch_size": EXPORT_BATCH_SIZE})
-        self.features_precomputed = True
+        self.notes.extend([note] if note else [])
 
     @property
     def dataset_key(self) -> str:
         from disdiff.evaluation.export import dataset_cache_key
 
         return dataset_cache_key(self.data.spec, self.data.options)
-
-    def collect_background_features(self) -> None:
-        """Wait for the features child; if it failed, the next export computes the features itself."""
-        job, self.background = self.background, None
-        if job is None:
-            if self.layout.feature_cache.is_dir():  # an earlier invocation's child: its file if it finished
-                self.feature_cache.directory = self.layout.feature_cache
-            return
-        if job.wait():
-            self.notes.append(f"The exports' frozen features were computed in a second process on one thread while "
-                              f"stage 3 trained ({self.data.num_images} images in {format_minutes(job.seconds)}).")
-        else:
-            self.features_precomputed = False
-            self.feature_cache.directory = None  # computed here, kept in memory as without the child
-            self.notes.append(f"The frozen-features process failed (exit code {job.process.returncode}, see "
-                              f"{job.log_file}); the final export computed them.")
 
     def final_step(self) -> int:
         return int(self.layout.read_done("disdiff")["global_step"])
@@ -323,21 +292,16 @@ class Quickstart:
 
         path = self.layout.representations_file(step)
         if not path.is_file():
-            self.collect_background_features()
+            note = self.features.collect(self.data.num_images)
+            self.notes.extend([note] if note else [])
             model = DisDiff.load(checkpoint or self.stage_dir("disdiff"))
             if model.global_step != step:
                 raise RuntimeError(f"{checkpoint or self.stage_dir('disdiff')} holds step {model.global_step}, not {step}")
             latents = export_representations(model, self.data.dataset, batch_size=EXPORT_BATCH_SIZE, progress=False,
-                                             feature_cache=self.feature_cache, dataset_key=self.dataset_key)
-            self.drop_feature_file()
+                                             feature_cache=self.features.cache, dataset_key=self.dataset_key)
+            self.features.drop_file()
             save_representations(path, latents, step, self.data.spec, self.data.dataset)
         return path
-
-    def drop_feature_file(self) -> None:
-        """Delete the background features' folder once an export has the features: the cache keeps its
-        file memory-mapped for the other exports (or holds them in memory), and the file is 480,000 x 1,505
-        floats (2.9 GB) for shapes3d-synth with edge features."""
-        shutil.rmtree(self.layout.feature_cache, ignore_errors=True)  # the child's job and log files too
 
     def evaluate(self, representations: Path, step: int, settings: dict[str, dict[str, Any]]) -> dict:
         """The metrics record of one representations file (recomputed unless current)."""
@@ -445,8 +409,8 @@ class Quickstart:
         # one-off computation, if the final export did it for every checkpoint.
         fraction = dci_sample_fraction(self._settings(final=False), self._settings(final=True))
         estimate = sum(p.export_seconds + fraction * p.evaluate_seconds for p in self.curve if p.final and p.measured)
-        if not self.features_precomputed:
-            estimate = max(0.0, estimate - self.feature_cache.fill_seconds)
+        if not self.features.precomputed:
+            estimate = max(0.0, estimate - self.features.cache.fill_seconds)
         done = 0
         for index, step in enumerate(chosen):
             cached = self.layout.metrics_file(step).is_file()
@@ -503,8 +467,7 @@ class Quickstart:
         try:
             return self._run_steps(started)
         finally:
-            if self.background is not None:  # a failed run leaves no child computing for nobody
-                self.background.stop()
+            self.features.stop()  # a failed run leaves no child computing for nobody
             self.console.close_line()  # a stage line left open by an error ends before the error is printed
 
     def _run_steps(self, started: float) -> tuple[Path, Path]:
