@@ -58,6 +58,14 @@ def test_other_frozen_networks_or_another_dataset_get_their_own_file(ldm_ckpt, t
     assert dataset_cache_key("a", {"x": 1, "y": 2}) == dataset_cache_key("a", {"y": 2, "x": 1})
 
 
+def test_the_same_dataset_name_in_two_data_folders_gets_two_cache_keys(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert dataset_cache_key("shapes3d", {}, one) != dataset_cache_key("shapes3d", {}, two)
+    assert dataset_cache_key("shapes3d", {}, one) == dataset_cache_key("shapes3d", {}, tmp_path / "x" / ".." / "one")
+    # no folder: the key of the files written before the folder was part of it
+    assert dataset_cache_key("shapes3d", {}) == dataset_cache_key("shapes3d", {}, None) != dataset_cache_key("shapes3d", {}, one)
+
+
 def test_a_damaged_cache_file_is_named_and_left_alone(ldm_ckpt, tmp_path):
     data = ImageSet(6)
     model = DisDiff(make_module(ldm_ckpt, encoder_config=DPM, seed=0))

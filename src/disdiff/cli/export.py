@@ -70,20 +70,25 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def open_dataset(args: argparse.Namespace, run_dir: Path | None):
-    """The dataset named by --dataset/--dataset-option/--data-dir, defaulting to the run's own."""
-    from disdiff.data.registry import load_dataset
-
+def dataset_spec(args: argparse.Namespace, run_dir: Path | None) -> tuple[str, dict, str | None]:
+    """Name, options and data folder of the dataset named by --dataset/--dataset-option/--data-dir,
+    defaulting to the run's own."""
     run_name, run_options, run_data_dir = run_dataset_spec(run_dir)
     cli_options = parse_options(args.dataset_options)
     if args.dataset is None:
         if run_name is None:
             raise UserError("--dataset is required (the run's config names no training dataset)")
-        name, options, data_dir = run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
-    elif run_name is not None and str(args.dataset) == run_name:
-        name, options, data_dir = run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
-    else:
-        name, options, data_dir = args.dataset, cli_options, args.data_dir
+        return run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
+    if run_name is not None and str(args.dataset) == run_name:
+        return run_name, {**run_options, **cli_options}, args.data_dir or run_data_dir
+    return args.dataset, cli_options, args.data_dir
+
+
+def open_dataset(args: argparse.Namespace, run_dir: Path | None):
+    """The dataset of :func:`dataset_spec`, opened: ``(name, options, dataset)``."""
+    from disdiff.data.registry import load_dataset
+
+    name, options, data_dir = dataset_spec(args, run_dir)
     log.info("dataset %s with options %s", name, options)
     dataset = load_dataset(name, data_dir=data_dir, **options)
     return name, options, dataset
@@ -146,7 +151,7 @@ def run_export(args: argparse.Namespace) -> int:
     wants_cache = args.feature_cache is not None or args.features_bf16 != "false"
     cache = FrozenFeatureCache(args.feature_cache, bf16=args.features_bf16) if wants_cache else None
     latents = export_representations(model, dataset, args.batch_size, progress=not args.no_progress,
-                                     feature_cache=cache, dataset_key=dataset_cache_key(name, options))
+                                     feature_cache=cache, dataset_key=dataset_cache_key(name, options, dataset_spec(args, model.run_dir)[2]))
     if cache is not None and cache.loaded_from is not None:
         log.info("frozen features read from %s", cache.loaded_from)
     save_representations(out, latents, model.global_step, name, dataset)

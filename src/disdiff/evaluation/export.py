@@ -37,9 +37,14 @@ def run_dataset_spec(run_dir: Path | None) -> tuple[str | None, dict[str, Any], 
     return (str(name) if name is not None else None, dict(params.get("dataset_options") or {}), params.get("data_dir"))
 
 
-def dataset_cache_key(name: str, options: dict[str, Any]) -> str:
-    """A short digest naming a dataset and its options in a feature-cache file name."""
-    text = json.dumps({"dataset": str(name), "options": options}, sort_keys=True, default=str)
+def dataset_cache_key(name: str, options: dict[str, Any], data_dir: str | Path | None = None) -> str:
+    """A short digest naming a dataset, its options and (if given) the folder it is read from, in a
+    feature-cache file name: the same dataset name read from two ``--data-dir`` folders gets two keys.
+    Without ``data_dir`` the key is what it was before that argument existed (old cache files stay valid)."""
+    spec: dict[str, Any] = {"dataset": str(name), "options": options}
+    if data_dir is not None:
+        spec["data_dir"] = str(Path(data_dir).expanduser().resolve())
+    text = json.dumps(spec, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -58,8 +63,7 @@ class FrozenFeatureCache:
     atomically) and memory-mapped by later processes, so that exporting many checkpoints of one run,
     or of several runs on the same stage 2, computes them once. The file name carries the dataset's name
     and options, its size and a digest of every frozen weight, so a file is not picked up for other
-    frozen networks or dataset options (the same dataset name read from another folder is assumed to
-    hold the same images).
+    frozen networks, dataset options or data folder (:func:`dataset_cache_key`).
 
     ``bf16`` (``True``, ``False`` or ``"auto"``, :func:`disdiff.utils.precision.resolve_bf16`)
     computes the features under a bfloat16 autocast; they are kept as float32 and the heads still run

@@ -280,7 +280,7 @@ class Quickstart:
     def dataset_key(self) -> str:
         from disdiff.evaluation.export import dataset_cache_key
 
-        return dataset_cache_key(self.data.spec, self.data.options)
+        return dataset_cache_key(self.data.spec, self.data.options, self.settings.data_dir)
 
     def final_step(self) -> int:
         return int(self.layout.read_done("disdiff")["global_step"])
