@@ -150,8 +150,9 @@ def run_export(args: argparse.Namespace) -> int:
     # Without --feature-cache a cache in memory still serves this one export, for the bf16 features.
     wants_cache = args.feature_cache is not None or args.features_bf16 != "false"
     cache = FrozenFeatureCache(args.feature_cache, bf16=args.features_bf16) if wants_cache else None
+    key = dataset_cache_key(name, options, data_dir=dataset_spec(args, model.run_dir)[2])
     latents = export_representations(model, dataset, args.batch_size, progress=not args.no_progress,
-                                     feature_cache=cache, dataset_key=dataset_cache_key(name, options, dataset_spec(args, model.run_dir)[2]))
+                                     feature_cache=cache, dataset_key=key)
     if cache is not None and cache.loaded_from is not None:
         log.info("frozen features read from %s", cache.loaded_from)
     save_representations(out, latents, model.global_step, name, dataset)
