@@ -178,6 +178,14 @@ def test_the_fit_takes_the_first_process_result_and_keeps_the_random_state(ldm_c
     assert torch.equal(encoder.ica.linear.weight, first["ica.linear.weight"])
 
 
+def test_too_few_training_images_for_the_components_name_the_option(ldm_ckpt):
+    encoder = make_module(ldm_ckpt, encoder_config={**ICA, "ica_components": 12}).encoder
+    with pytest.raises(ValueError, match=r"ica_components = 12\) needs more than 12 training images, and the "
+                                         r"training data gave 10"):
+        fit_ica_readout(encoder, [random_images(10, seed=3)], lambda batch: batch)
+    assert not bool(encoder.ica.fitted)
+
+
 def test_config_errors_and_the_deviation_list(ldm_ckpt):
     with pytest.raises(ConfigError, match="ica_init and whiten_features"):
         make_module(ldm_ckpt, encoder_config={**ICA, "whiten_features": True})

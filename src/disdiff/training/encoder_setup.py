@@ -88,6 +88,11 @@ def fit_ica_readout(encoder: torch.nn.Module, loader: Iterable[Any], to_images: 
     if not chunks:
         raise ValueError("no training images to fit the ICA read-out on (the training dataloader is empty)")
     features = torch.cat(chunks)
+    components = int(readout.num_components)
+    if len(features) <= components:
+        raise ValueError(f"the ICA read-out (model.params.encoder_config.ica_components = {components}) needs more "
+                         f"than {components} training images, and the training data gave {len(features)}: use a "
+                         "larger dataset, fewer ica_components, or ica_init: false")
     kurtosis = encoder.fit_ica(features)
     fitted = broadcast({key: value.detach().cpu() for key, value in encoder.state_dict().items()
                         if key.startswith(("ica.", "head."))})
