@@ -84,14 +84,18 @@ def dataset_spec(args: argparse.Namespace, run_dir: Path | None) -> tuple[str, d
     return args.dataset, cli_options, args.data_dir
 
 
-def open_dataset(args: argparse.Namespace, run_dir: Path | None):
-    """The dataset of :func:`dataset_spec`, opened: ``(name, options, dataset)``."""
+def load_spec(name: str, options: dict, data_dir: str | None):
+    """Open the dataset of a :func:`dataset_spec`."""
     from disdiff.data.registry import load_dataset
 
-    name, options, data_dir = dataset_spec(args, run_dir)
     log.info("dataset %s with options %s", name, options)
-    dataset = load_dataset(name, data_dir=data_dir, **options)
-    return name, options, dataset
+    return load_dataset(name, data_dir=data_dir, **options)
+
+
+def open_dataset(args: argparse.Namespace, run_dir: Path | None):
+    """The dataset of :func:`dataset_spec`, opened: ``(name, options, dataset)``."""
+    name, options, data_dir = dataset_spec(args, run_dir)
+    return name, options, load_spec(name, options, data_dir)
 
 
 def load_model(args: argparse.Namespace, use_ema: bool = True):
@@ -145,14 +149,14 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(f"{args.run} is not inside a run directory; give the output file with --out")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    name, options, dataset = open_dataset(args, model.run_dir)
+    name, options, data_dir = dataset_spec(args, model.run_dir)
+    dataset = load_spec(name, options, data_dir)
     check_geometry(model, dataset)
     # Without --feature-cache a cache in memory still serves this one export, for the bf16 features.
     wants_cache = args.feature_cache is not None or args.features_bf16 != "false"
     cache = FrozenFeatureCache(args.feature_cache, bf16=args.features_bf16) if wants_cache else None
-    key = dataset_cache_key(name, options, data_dir=dataset_spec(args, model.run_dir)[2])
     latents = export_representations(model, dataset, args.batch_size, progress=not args.no_progress,
-                                     feature_cache=cache, dataset_key=key)
+                                     feature_cache=cache, dataset_key=dataset_cache_key(name, options, data_dir))
     if cache is not None and cache.loaded_from is not None:
         log.info("frozen features read from %s", cache.loaded_from)
     save_representations(out, latents, model.global_step, name, dataset)
