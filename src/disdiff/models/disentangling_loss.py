@@ -47,7 +47,7 @@ touched). Gradients flow through ``Ê`` and the first-stage decoder to their inp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,13 +106,14 @@ class FrozenReencoder:
             raise ValueError(f"reencoder_bn_mode must be one of {REENCODER_BN_MODES}, got {bn_mode!r}")
         self.bn_mode = bn_mode
 
-    def __call__(self, encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, encoder: nn.Module, images: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """``encoder(images, **kwargs)`` with the detached weights."""
         state = {name: p.detach() for name, p in encoder.named_parameters()}
         state.update({name: b.detach().clone() for name, b in encoder.named_buffers()})
         was_training = encoder.training
         encoder.train(self.bn_mode == "train")
         try:
-            return functional_call(encoder, state, (images,))
+            return functional_call(encoder, state, (images,), kwargs)
         finally:
             encoder.train(was_training)
 

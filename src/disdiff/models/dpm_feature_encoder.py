@@ -190,11 +190,16 @@ class DPMFeatureEncoder(nn.Module):
                 digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def forward(self, x: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, running_code_stats: bool = False, from_latent: bool = False) -> torch.Tensor:
         """The flat code ``(B, N·d)``. ``running_code_stats`` as :meth:`ImageEncoder.forward
         <disdiff.models.image_encoder.ImageEncoder.forward>`: with ``standardize_code``, standardise with
-        the running statistics without updating them (re-encodings of generated images)."""
-        return self.code_from_features(self.features(x), running_code_stats)
+        the running statistics without updating them (re-encodings of generated images). With
+        ``from_latent``, ``x`` is a latent scaled by ``scale_factor`` and step 1 is skipped; the
+        image-edge map, if any, is taken from its reconstruction (the opt-in ``dis_reencode_latent``)."""
+        if not from_latent:
+            return self.code_from_features(self.features(x), running_code_stats)
+        image = self.reconstruction(x) if self.edge_features and self.edge_source == "image" else None
+        return self.code_from_features(self.features_of_latent(x, image), running_code_stats)
 
     def code_from_features(self, features: torch.Tensor, running_code_stats: bool = False) -> torch.Tensor:
         """Steps 4-6 on precomputed :meth:`features` (what an export of many checkpoints shares)."""

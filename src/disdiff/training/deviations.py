@@ -20,6 +20,12 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   (:func:`disdiff.models.disentangling_loss.capped_weights`, applied after the floor). The published
   weight grows with ``G²``; in E116 and M20 seed 0 it jumped ~100x within a few hundred steps, the
   disentangling term outgrew L_r and the run blew up (L_r up 1.5-5x). The cap bounds the term.
+* ``dis_reencode_latent`` (false: decode the x0 predictions to images and re-encode the images): the
+  re-encoder reads the predicted latents themselves, ``Ê(z̃0)`` in place of ``Ê(D(z̃0))``. Only for an
+  encoder that reads latents (``encoder_config.backbone: dpm``), whose first step on an image is to
+  encode it to a latent again, and only for ``dis_loss_type: Z`` (whose weight needs no images). It
+  skips a stage-1 decoding and encoding per re-encoding, with their backward: the disentangling path
+  took about half of the small step (D62).
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
@@ -139,6 +145,7 @@ class Deviations:
     dis_weight_flat_in_t: bool = False
     dis_weight_floor: float = 0.0
     dis_weight_cap: float | None = None
+    dis_reencode_latent: bool = False
     train_reencoder: bool = False
     train_reencoder_until: int | None = None
     encoder_lr_multiplier: float = 1.0
@@ -224,6 +231,7 @@ class Deviations:
             dis_weight_flat_in_t=bool(v["dis_weight_flat_in_t"]),
             dis_weight_floor=float(v["dis_weight_floor"]),
             dis_weight_cap=None if cap is None else float(cap),
+            dis_reencode_latent=bool(v["dis_reencode_latent"]),
             train_reencoder=bool(v["train_reencoder"]),
             train_reencoder_until=until,
             encoder_lr_multiplier=float(v["encoder_lr_multiplier"]),

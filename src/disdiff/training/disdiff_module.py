@@ -45,6 +45,7 @@ from disdiff.diffusion.lr_schedule import linear_warmup, stepped_up
 from disdiff.diffusion.schedule import DiffusionSchedule, extract, q_sample
 from disdiff.diffusion.timesteps import sample_timesteps
 from disdiff.models.disentangling_loss import FrozenReencoder, disentangling_loss, sample_concepts
+from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 from disdiff.models.code_prior import gaussian_kl, reparameterize
 from disdiff.models.image_encoder import split_units
 from disdiff.models.nested_dropout import reconstruction_unit_mask
@@ -95,7 +96,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
     (:mod:`disdiff.utils.precision`); the published stage-3 configs ship ``autocast_bf16:
     auto`` and ``autocast_bf16_dis_path: false``. The resolved setting is logged when fitting starts.
     Opt-in deviations from the paper (``dis_weight_normalize``, ``dis_weight_flat_in_t``, ``dis_weight_floor``,
-    ``dis_weight_cap``, ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
+    ``dis_weight_cap``, ``dis_reencode_latent``, ``train_reencoder``, ``train_reencoder_until``, ``encoder_lr_multiplier``, ``encoder_lr_boost``,
     ``dis_logit_scale``, ``dis_weight_ramp``, ``code_kl_weight``, ``code_kl_ramp``, ``nested_unit_dropout``,
     ``progressive_units``, ``timestep_focus``, ``unit_decorrelation_weight``, ``unit_dependence_weight``,
     ``field_alignment_weight``, ``unit_tc_weight``, ``unit_tc_lr_multiplier``, ``unit_reset``,
@@ -134,6 +135,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         dis_weight_flat_in_t: bool = False,
         dis_weight_floor: float = 0.0,
         dis_weight_cap: float | None = None,
+        dis_reencode_latent: bool = False,
         encoder_lr_multiplier: float = 1.0,
         encoder_lr_boost: Sequence[float] | None = None,
         train_reencoder: bool = False,
@@ -169,7 +171,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         ldm_ckpt = None if ldm_ckpt is None else str(ldm_ckpt)
         self.deviations = Deviations.checked(
             dis_weight_normalize=dis_weight_normalize, dis_weight_flat_in_t=dis_weight_flat_in_t,
-            dis_weight_floor=dis_weight_floor, dis_weight_cap=dis_weight_cap, train_reencoder=train_reencoder,
+            dis_weight_floor=dis_weight_floor, dis_weight_cap=dis_weight_cap, dis_reencode_latent=dis_reencode_latent,
+            train_reencoder=train_reencoder,
             train_reencoder_until=train_reencoder_until,
             encoder_lr_multiplier=encoder_lr_multiplier, encoder_lr_boost=encoder_lr_boost,
             dis_logit_scale=dis_logit_scale,
@@ -215,6 +218,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             latent = f"{int(unet.in_channels)}x{int(unet.image_size)}x{int(unet.image_size)}"
             raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
                               f"stage-3 config: {exc}") from exc
+        if self.deviations.dis_reencode_latent and not isinstance(self.encoder, DPMFeatureEncoder):
+            raise ConfigError("dis_reencode_latent needs an encoder that reads latents (encoder_config.backbone: dpm), "
+                              f"got {type(self.encoder).__name__}")
         if self.deviations.unit_reset is not None and not isinstance(getattr(self.encoder, "fc", None), nn.Linear):
             raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
                               "(encoder_config: the CNN backbone, without 'target' or unit_branches)")
@@ -300,7 +306,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
     def _reencode(self, images: torch.Tensor) -> torch.Tensor:
         """Ê(images): the frozen copy (published), or the live encoder with ``train_reencoder`` (until
-        ``train_reencoder_until``)."""
+        ``train_reencoder_until``). With ``dis_reencode_latent``, ``images`` are latents."""
+        options = {"from_latent": True} if self.deviations.dis_reencode_latent else {}
         if self.deviations.live_reencoder(self._step()):
             # The original's train_enc_flag: the live encoder in its current mode (batch statistics
             # while training), so the disentangling loss also reaches the encoder's weights here.
@@ -308,9 +315,16 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
                 # Opt-in standardize_code: re-encodings use the running statistics of real images, so a
                 # batch of generated images is not re-centred on itself, which would erase a shift common
                 # to the batch from the code differences.
-                return self._dis_path(self.encoder, images, running_code_stats=True)
-            return self._dis_path(self.encoder, images)
-        return self._dis_path(self.reencoder, self.encoder, images)
+                options["running_code_stats"] = True
+            return self._dis_path(self.encoder, images, **options)
+        return self._dis_path(self.reencoder, self.encoder, images, **options)
+
+    def _dis_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the disentangling loss re-encodes: ``D(latents)`` (published), or the latents themselves
+        with ``dis_reencode_latent``."""
+        if self.deviations.dis_reencode_latent:
+            return latents
+        return self._dis_path(self.decode_latents, latents, quantize=False)
 
     def compute_losses(
         self,
@@ -372,7 +386,7 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             sub_grad = fields[torch.arange(B, device=device), concept]
             dis = disentangling_loss(
                 schedule=self.schedule, x_t=z_t, t=t, pred=pred, sub_grad=sub_grad, z=z_mean, concept=concept,
-                decode=lambda lat: self._dis_path(self.decode_latents, lat, quantize=False),
+                decode=self._dis_decode,
                 reencode=self._reencode,
                 loss_type=self.dis_loss_type, dis_weight=dis_weight,
                 normalize_weight=self.deviations.dis_weight_normalize,

@@ -181,6 +181,9 @@ def check_stage3_options(deviations: Deviations, *, dis_loss_type: str, reencode
         raise ConfigError(f"dis_weight_floor needs dis_loss_type: Z, got {dis_loss_type!r}")
     if deviations.dis_weight_flat_in_t and dis_loss_type != "Z":
         raise ConfigError(f"dis_weight_flat_in_t needs dis_loss_type: Z, got {dis_loss_type!r}")
+    if deviations.dis_reencode_latent and dis_loss_type != "Z":
+        raise ConfigError(f"dis_reencode_latent needs dis_loss_type: Z (the IM weight compares decoded images), "
+                          f"got {dis_loss_type!r}")
     if deviations.code_kl_weight > 0 and custom_encoder:
         raise ConfigError("code_kl_weight > 0 needs the built-in image encoder (encoder_config without 'target')")
     if int(num_units) < 1 or int(unit_dim) < 1:
