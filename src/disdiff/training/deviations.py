@@ -24,8 +24,8 @@ here. Each was added for an experiment of docs/EXPERIMENTS.md, which names it.
   re-encoder reads the predicted latents themselves, ``Ê(z̃0)`` in place of ``Ê(D(z̃0))``. Only for an
   encoder that reads latents (``encoder_config.backbone: dpm``), whose first step on an image is to
   encode it to a latent again, and only for ``dis_loss_type: Z`` (whose weight needs no images). It
-  skips a stage-1 decoding and encoding per re-encoding, with their backward: the disentangling path
-  took about half of the small step (D62).
+  skips a stage-1 decoding and encoding per re-encoding, with their backward: the small step fell from
+  0.64-0.66 to 0.43-0.44 s on 2 threads (D62), and a trial learned the same per step (E128).
 * ``train_reencoder`` (false; the original's ``train_enc_flag``): the disentangling loss re-encodes
   with the live encoder instead of a frozen copy, so its gradient also reaches the encoder's weights
   through the re-encodings, not only through the shift decoder's conditioning.
