@@ -88,7 +88,7 @@ def test_it_is_off_by_default_and_listed_when_on():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"encoder_config": {"width": 8}}, "dis_reencode_latent needs an encoder that reads latents"),
+    ({"encoder_config": {"width": 8}}, "dis_reencode_latent: true needs an encoder that reads latents.*set model.params.dis_reencode_latent=false"),
     ({"encoder_config": DPM, "dis_loss_type": "IM"}, "dis_reencode_latent needs dis_loss_type: Z"),
 ])
 def test_settings_it_cannot_work_with_name_it(ldm_ckpt, kwargs, message):

@@ -67,6 +67,7 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
         packaged = OmegaConf.load(PACKAGED_CONFIG_DIR / "disdiff" / "shapes3d-synth-vq-small-dis.yaml")
         packaged.model.params.update({"ldm_ckpt": str(runs / "s2"), "num_units": 3, "unit_dim": 4,
                                       "encoder_config": {"width": 8, "resolution": 16, "in_channels": 3},
+                                      "dis_reencode_latent": False,  # the CNN re-encodes images
                                       "warmup_steps": 1, "log_ddim_steps": 2,
                                       "dis_weight_ramp": [0, 1]})  # the loss from step 0 (the config's: 800)
         packaged.data = DATA

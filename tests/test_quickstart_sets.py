@@ -129,7 +129,8 @@ def test_a_quickstart_with_the_dpm_feature_encoder_computes_the_frozen_features_
 def test_the_cnn_encoder_needs_no_frozen_features(tmp_path, capsys):
     pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
     settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32, factor_sizes=[2, 2, 2, 2, 2, 3],
-                             pretrained_dir=pretrained, sets=["disdiff:model.params.encoder_config.backbone=cnn"],
+                             pretrained_dir=pretrained, sets=["disdiff:model.params.encoder_config.backbone=cnn",
+                                   "disdiff:model.params.dis_reencode_latent=false"],
                              curve_points=1)
     Quickstart(settings).run()
     assert "frozen features: none (the image encoder reads the images themselves)" in capsys.readouterr().out

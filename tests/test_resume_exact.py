@@ -43,6 +43,7 @@ def _config(ldm_ckpt, max_steps: int):
     config = OmegaConf.load(PACKAGED_CONFIG_DIR / "disdiff" / "shapes3d-synth-vq-small-dis.yaml")
     config.model.params.update({"ldm_ckpt": str(ldm_ckpt), "num_units": 3, "unit_dim": 4,
                                 "encoder_config": {"width": 8, "resolution": 16, "in_channels": 3},
+                                "dis_reencode_latent": False,  # the CNN re-encodes images
                                 "warmup_steps": 3, "log_ddim_steps": 2, "ema_decay": 0.9,
                                 "dis_weight_ramp": [8, 14]})  # the resume (step 10) lands inside the dis ramp
     config.data = {"target": "disdiff.data.datamodule.GroundTruthDataModule",

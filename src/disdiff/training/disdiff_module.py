@@ -219,8 +219,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError(f"stage-2 checkpoint {stage2['source']!r} (latents {latent}) does not fit this "
                               f"stage-3 config: {exc}") from exc
         if self.deviations.dis_reencode_latent and not isinstance(self.encoder, DPMFeatureEncoder):
-            raise ConfigError("dis_reencode_latent needs an encoder that reads latents (encoder_config.backbone: dpm), "
-                              f"got {type(self.encoder).__name__}")
+            raise ConfigError("dis_reencode_latent: true needs an encoder that reads latents (encoder_config.backbone: "
+                              f"dpm), got {type(self.encoder).__name__}; with another encoder set "
+                              "model.params.dis_reencode_latent=false")
         if self.deviations.unit_reset is not None and not isinstance(getattr(self.encoder, "fc", None), nn.Linear):
             raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
                               "(encoder_config: the CNN backbone, without 'target' or unit_branches)")
