@@ -1,0 +1,57 @@
+"""The small stage-3 step with the disentangling loss off, on with the published re-encoding of decoded
+images, and on with the opt-in latent re-encoding (``model.params.dis_reencode_latent``), alternating
+``--rounds`` times so that drifts of the machine's speed hit every variant (docs/EXPERIMENTS.md D62).
+
+    python benchmarks/bench_dis_reencode_latent.py --threads 2 --steps 12 --rounds 2
+
+The stage-3 config is the quickstart's (8 units, edge features of the reconstruction, the high-pass term,
+the weight cap) without the ICA read-out's fit; the disentangling loss is on from step 0 (no ramp). Prints
+one JSON document with the mean seconds per step (zero grad, losses, backward, AdamW) of every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from bench_background_features import ENCODER, PACKAGED_STAGE2
+from common import build_stage3, images, machine, stage3_training_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and variant")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    modules = {flag: build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8,
+                                  encoder_config=ENCODER, rec_highpass_weight=3.0, nested_unit_dropout=0.0,
+                                  encoder_lr_boost=None, dis_weight_cap=0.5, dis_reencode_latent=flag).train()
+               for flag in (False, True)}
+    variants = {"dis_loss_off": (modules[False], 0.0), "dis_reencode_images": (modules[False], None),
+                "dis_reencode_latent": (modules[True], None)}
+    x = images("small", 32)
+    result: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (module, dis_weight) in variants.items():
+            saved = module.dis_weight
+            module.dis_weight = saved if dis_weight is None else dis_weight
+            try:
+                step = stage3_training_step(module, x)
+                for seed in range(2):  # warm-up
+                    step(seed)
+                start = time.perf_counter()
+                for seed in range(args.steps):
+                    step(10 + seed)
+                result[name].append(round((time.perf_counter() - start) / args.steps, 4))
+            finally:
+                module.dis_weight = saved
+    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
+                      "seconds_per_step": result}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
