@@ -24,7 +24,7 @@ import sys
 import time
 
 import torch
-from common import build_stage3, images, machine, stage3_training_step
+from common import build_stage3, images, machine, step_seconds
 
 PACKAGED_STAGE2 = "src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt"
 NUM_IMAGES = 480_000
@@ -35,16 +35,6 @@ ENCODER = {"backbone": "dpm", "hidden": 256, "edge_features": True, "edge_source
 def build():
     return build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8, encoder_config=ENCODER,
                         rec_highpass_weight=3.0, nested_unit_dropout=0.0, encoder_lr_boost=None)
-
-
-def step_seconds(module, steps: int) -> float:
-    step = stage3_training_step(module, images("small", 32))
-    for seed in range(3):  # warm-up
-        step(seed)
-    start = time.perf_counter()
-    for seed in range(steps):
-        step(seed)
-    return (time.perf_counter() - start) / steps
 
 
 def features_rate(encoder, count: int, seconds: float | None = None) -> float:

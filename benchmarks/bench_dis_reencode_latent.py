@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 from bench_background_features import ENCODER, PACKAGED_STAGE2
-from common import build_stage3, images, machine, stage3_training_step
+from common import build_stage3, machine, step_seconds
 
 
 def main() -> None:
@@ -33,20 +32,13 @@ def main() -> None:
                for flag in (False, True)}
     variants = {"dis_loss_off": (modules[False], 0.0), "dis_reencode_images": (modules[False], None),
                 "dis_reencode_latent": (modules[True], None)}
-    x = images("small", 32)
     result: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
         for name, (module, dis_weight) in variants.items():
             saved = module.dis_weight
             module.dis_weight = saved if dis_weight is None else dis_weight
             try:
-                step = stage3_training_step(module, x)
-                for seed in range(2):  # warm-up
-                    step(seed)
-                start = time.perf_counter()
-                for seed in range(args.steps):
-                    step(10 + seed)
-                result[name].append(round((time.perf_counter() - start) / args.steps, 4))
+                result[name].append(round(step_seconds(module, args.steps, warmup=2), 4))
             finally:
                 module.dis_weight = saved
     print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,

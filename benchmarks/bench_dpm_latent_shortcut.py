@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-from common import build_stage3, images, machine, stage3_training_step
+from common import build_stage3, machine, step_seconds
 
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 
@@ -30,7 +29,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None).train()
-    step = stage3_training_step(module, images("small", 32))
 
     shared = DPMFeatureEncoder.reads_training_latent
     variants = {"shared_latent": shared, "encode_twice": property(lambda self: False)}
@@ -39,12 +37,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, flag in variants.items():
                 DPMFeatureEncoder.reads_training_latent = flag
-                for seed in range(5):  # warm-up
-                    step(seed)
-                start = time.perf_counter()
-                for seed in range(args.steps):
-                    step(seed)
-                result[name].append(round((time.perf_counter() - start) / args.steps, 4))
+                result[name].append(round(step_seconds(module, args.steps, warmup=5), 4))
     finally:
         DPMFeatureEncoder.reads_training_latent = shared
     print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
