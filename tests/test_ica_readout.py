@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from disdiff.api import DisDiff
 from disdiff.config import ConfigError
 from disdiff.models.ica_readout import (ICAReadout, independent_components, mutual_information, negentropy,
-                                       select_independent)
+                                       pca_whitening, select_independent)
 from disdiff.training.deviations import deviations_in_use
 from disdiff.training.encoder_setup import fit_ica_readout
 
@@ -38,6 +38,34 @@ def test_ica_recovers_independent_sources_one_to_one():
     assert sorted(corr.argmax(1)) == [0, 1, 2]  # ... and each source is found once
     assert np.all(np.diff(kurtosis) >= 0)  # ordered by kurtosis: the uniform sources first, the Laplace last
     assert corr[2].argmax() == 2 and kurtosis[2] > 1 and kurtosis[0] < -1
+
+
+def test_pca_whitening_gives_unit_covariance_along_the_leading_components():
+    _, observed = mixed_sources(n=3000, seed=1)
+    mean, whitening = pca_whitening(observed, 3)
+    white = (observed - mean) @ whitening.T
+    assert np.allclose(white.T @ white / len(white), np.eye(3), atol=1e-8)
+    # the three whitened directions span the leading principal subspace: they keep all but the 1e-3 noise
+    projected = white @ np.linalg.pinv(whitening).T + mean
+    assert np.abs(projected - observed).max() < 1e-2 * np.abs(observed).max()
+
+
+def test_ica_equals_scikit_learns_own_whitening_path():
+    """Whitening once for all starts changes nothing: the same sources as scikit-learn's FastICA that whitens
+    itself (its default SVD solver), start for start."""
+    from sklearn.decomposition import FastICA
+
+    _, observed = mixed_sources(n=2000, seed=3)
+    for start in (0, 5):
+        unmixing, offset, _ = independent_components(observed, 3, seed=start)
+        theirs = FastICA(n_components=3, whiten="unit-variance", max_iter=1000, tol=1e-4,
+                         random_state=start).fit_transform(observed)
+        theirs = (theirs - theirs.mean(0)) / theirs.std(0)
+        ours = observed @ unmixing.T + offset
+        corr = np.corrcoef(ours.T, theirs.T)[:3, 3:]
+        assert np.allclose(np.abs(corr).max(1), 1.0, atol=1e-9)
+        matched = theirs[:, np.abs(corr).argmax(1)] * np.sign(corr[np.arange(3), np.abs(corr).argmax(1)])
+        assert np.abs(ours - matched).max() < 1e-6
 
 
 def test_ica_needs_more_vectors_than_components():

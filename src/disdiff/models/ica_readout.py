@@ -37,21 +37,39 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ICAReadout", "independent_components", "mutual_information", "negentropy", "select_independent"]
+__all__ = ["ICAReadout", "independent_components", "mutual_information", "negentropy", "pca_whitening",
+           "select_independent"]
+
+
+def pca_whitening(features: np.ndarray, num_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean (F,), whitening (K, F))``: ``(features − mean) @ whitening.T`` are the first ``num_components``
+    principal components of ``features`` ``(n, F)``, each scaled to unit variance.
+
+    It is the whitening of scikit-learn's ``FastICA(whiten="unit-variance", whiten_solver="eigh")``, sign
+    convention included (each eigenvector's first entry made positive), so FastICA run on the whitened
+    features with ``whiten=False`` takes the same path from the same start. Why compute it here: FastICA
+    whitens again on every fit, and with several starts on 5,000 images of 1,505 features the repeated
+    SVD was most of a 96-second ICA fit at the start of every quickstart (docs/EXPERIMENTS.md, D64)."""
+    centred = features - features.mean(0)
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(eigenvalues)[::-1][:num_components]
+    scale = np.sqrt(np.maximum(eigenvalues[order], np.finfo(np.float64).eps * 10))
+    eigenvectors = eigenvectors[:, order] * np.sign(eigenvectors[0, order])
+    return features.mean(0), (eigenvectors / scale).T * np.sqrt(len(features))
 
 
 def independent_components(features: np.ndarray, num_components: int, seed: int = 0, max_iter: int = 1000,
                            restarts: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(unmixing (K, F), offset (K,), kurtosis (K,))`` of FastICA (scikit-learn, ``logcosh``
-    contrast, PCA whitening to unit variance) on ``features`` ``(n, F)``: ``features @ unmixing.T +
+    contrast) on the :func:`pca_whitening` of ``features`` ``(n, F)``: ``features @ unmixing.T +
     offset`` are the K estimated sources, each with mean 0 and variance 1 over ``features``, ordered
     by excess kurtosis ``E[s⁴] − 3``, lowest first.
 
-    ``restarts`` > 1 runs FastICA from the starts ``seed, seed + 1, ...`` and keeps the fit of the largest
-    summed :func:`negentropy`, the contrast FastICA itself climbs. Why (docs/EXPERIMENTS.md, D54): on the
-    same 5,000 images different starts end in different local optima, some of which merge two hues and
-    leave scale without a component; the optimum of the largest negentropy was a complete one in both
-    image sets tried."""
+    ``restarts`` > 1 runs FastICA from the starts ``seed, seed + 1, ...`` (one whitening for all) and keeps
+    the fit of the largest summed :func:`negentropy`, the contrast FastICA itself climbs. Why
+    (docs/EXPERIMENTS.md, D54): on the same 5,000 images different starts end in different local optima,
+    some of which merge two hues and leave scale without a component; the optimum of the largest
+    negentropy was a complete one in both image sets tried."""
     from sklearn.decomposition import FastICA  # scikit-learn is a dependency; imported where it is used
 
     features = np.asarray(features, dtype=np.float64)
@@ -60,19 +78,21 @@ def independent_components(features: np.ndarray, num_components: int, seed: int 
                          f"(n, F), got shape {features.shape}")
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    mean, whitening = pca_whitening(features, num_components)
+    white = (features - mean) @ whitening.T
     best = None
     for start in range(seed, seed + restarts):
-        ica = FastICA(n_components=num_components, whiten="unit-variance", max_iter=max_iter, tol=1e-4,
-                      random_state=start)
+        ica = FastICA(whiten=False, max_iter=max_iter, tol=1e-4, random_state=start)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-convergence is reported through n_iter_ by the caller's log
-            sources = ica.fit_transform(features)
-        mean, std = sources.mean(0), sources.std(0)
-        standard = (sources - mean) / std
+            sources = ica.fit_transform(white)
+        source_mean, source_std = sources.mean(0), sources.std(0)
+        standard = (sources - source_mean) / source_std
         contrast = float(negentropy(standard).sum())
         if best is None or contrast > best[0]:
-            unmixing = ica.components_ / std[:, None]
-            best = (contrast, unmixing, -(ica.mean_ @ unmixing.T) - mean / std, (standard ** 4).mean(0) - 3.0)
+            unmixing = ica.components_ @ whitening / source_std[:, None]
+            best = (contrast, unmixing, -(mean @ unmixing.T) - source_mean / source_std,
+                    (standard ** 4).mean(0) - 3.0)
     _, unmixing, offset, kurtosis = best
     order = np.argsort(kurtosis, kind="stable")
     return unmixing[order], offset[order], kurtosis[order]

@@ -56,9 +56,11 @@ class QuickstartSettings:
     #: frozen DPM features are ready before the exports (computed before or beside stage 3), the
     #: final steps are the heads' export, the evaluation, figures, unit usage, three curve points and
     #: the report: 147 s after 0.407 s steps on a 2-core AMD EPYC (361 steps' worth; docs/EXPERIMENTS.md
-    #: M18, 2026-12-06). 550 is 1.5 times that one measurement. (Before, the final export computed the
-    #: features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The reserve never falls below
-    #: ``overhead_minutes_min`` nor rises above the fixed one.
+    #: M18, 2026-12-06). With the cheaper step of ``dis_reencode_latent`` the same final steps were 371-391
+    #: steps' worth (200-211 s after 0.512-0.552 s steps, M26 seeds 0-2), and 550 left 64-81 s of the 30
+    #: minutes unused; 470 is 1.2 times the largest of those (docs/EXPERIMENTS.md, D64). (Before, the
+    #: final export computed the features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The
+    #: reserve never falls below ``overhead_minutes_min`` nor rises above the fixed one.
     speed_reserve: bool = True
     #: The frozen features of the exports (not of training) under a bf16 autocast: ``"auto"`` where the
     #: CPU has native bf16 (:func:`disdiff.utils.precision.resolve_bf16`). On a 2-core AMD EPYC the
@@ -71,7 +73,7 @@ class QuickstartSettings:
     #: torch threads. With ``edge_source: reconstruction`` they took 9m44s-10m28s of a 30-minute
     #: quickstart on 2 cores before stage 3 (docs/EXPERIMENTS.md M23).
     background_features: bool = True
-    tail_step_equivalents: float = 550.0
+    tail_step_equivalents: float = 470.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last
     # validation, checkpoint and image grids; 31 s after a 12.75-minute stage-3 share), at most
