@@ -72,10 +72,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--figure-steps", type=int, default=50, help="DDIM steps of the swap and traversal grids (default 50)")
     parser.add_argument("--features-bf16", default="auto", choices=["auto", "true", "false"],
                         help="compute the exports' frozen DPM features under a bf16 autocast; auto: where the CPU "
-                             "has native bf16 (default auto; training always reads float32 features)")
+                             "has native bf16 (default auto; training reads them only with --child-features-in-training)")
     parser.add_argument("--background-features", default="true", choices=["true", "false"],
                         help="compute the exports' frozen DPM features in a second process on one thread while stage 3 "
                              "trains on the others (default true; needs --threads 2 or more)")
+    parser.add_argument("--child-features-in-training", default="true", choices=["true", "false"],
+                        help="once that process is done, stage 3 reads its images' frozen features from its file "
+                             "instead of computing them (under --features-bf16 the head then trains on bf16-autocast "
+                             "features; default true)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="a config value for one stage (autoencoder, ldm or disdiff), checked before anything "
                              "trains; repeatable, e.g. --set disdiff:model.params.train_reencoder_until=4000")
@@ -99,6 +103,7 @@ def run_quickstart(args: argparse.Namespace) -> int:
                                   curve_points=args.curve_points, figure_steps=args.figure_steps, sets=list(args.sets),
                                   speed_reserve=not args.fixed_reserve,
                                   features_bf16=args.features_bf16,
-                                  background_features=args.background_features == "true")
+                                  background_features=args.background_features == "true",
+                                  child_features_in_training=args.child_features_in_training == "true")
     Quickstart(settings).run()
     return 0

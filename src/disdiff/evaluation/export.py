@@ -69,8 +69,9 @@ class FrozenFeatureCache:
     computes the features under a bfloat16 autocast; they are kept as float32 and the heads still run
     in float32. On a 2-core AMD EPYC with native bf16 that is 1.9x the float32 throughput, with a
     relative error of 0.5% in the features, and the codes of a trained head then score the same
-    metrics to the third decimal (docs/EXPERIMENTS.md D36, D36b). Training never reads this cache, so
-    the published numerics of training are untouched. bf16 features are kept apart from float32 ones
+    metrics to the third decimal (docs/EXPERIMENTS.md D36, D36b). Training reads such a file only in
+    the quickstart, once its features process is done (``child_features_in_training``, D65); ``disdiff
+    train`` never does, so its numerics are the published ones. bf16 features are kept apart from float32 ones
     (in memory and on disk: ``-bf16`` in the file name); ``used_bf16`` says which the last call gave.
     """
 

@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from disdiff.evaluation.export import FrozenFeatureCache
 from disdiff.pipeline.background_features import BackgroundFeatures
 from disdiff.pipeline.progress import format_minutes
@@ -62,6 +64,21 @@ class ExportFeatures:
         self.cache.directory = self.folder
         self.job = BackgroundFeatures(num_images, {**job, "directory": str(self.folder), "bf16": self.cache.bf16})
         self.precomputed = True
+
+    def child_features(self, encoder: Any, dataset_key: str, num_images: int) -> np.ndarray | None:
+        """The child's features of every image for ``encoder``, memory-mapped, once it has written them
+        successfully; None while it runs, if it failed, or if its file is not for ``encoder``."""
+        from disdiff.utils.precision import resolve_bf16
+
+        if self.job is None or self.job.running or self.job.process.returncode != 0:
+            return None
+        bf16 = resolve_bf16(self.cache.bf16, next(encoder.parameters()).device)
+        path = self.cache.file_for(dataset_key, encoder.features_fingerprint(), num_images, bf16)
+        if path is None or not path.is_file():
+            return None
+        features = np.load(path, mmap_mode="r")
+        return features if features.ndim == 2 and features.shape[0] == num_images and features.dtype == np.float32 \
+            else None
 
     def collect(self, num_images: int) -> str | None:
         """Before an export: wait for the child; if it failed, the export computes the features itself.

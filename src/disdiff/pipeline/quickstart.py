@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, load_configs
-from disdiff.pipeline.background_features import RestoreThreads
+from disdiff.pipeline.background_features import RestoreThreads, TrainOnChildFeatures
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import (dci_sample_fraction, merge_settings, parse_settings, select_curve_steps,
                                     step_checkpoints)
@@ -210,11 +210,16 @@ class Quickstart:
         trainer_overrides: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
         threads = torch.get_num_threads()
         seconds_left = self.clock.seconds_left
+        reader: TrainOnChildFeatures | None = None
         if stage == "disdiff" and self.features.child_running:
             # One thread is the features child's until it is done; the final steps wait for it.
             torch.set_num_threads(threads - 1)
             child = self.features.job
             callbacks.append(RestoreThreads(child, threads))
+            if self.settings.child_features_in_training:
+                reader = TrainOnChildFeatures(child, lambda module: self.features.child_features(
+                    module.encoder, self.dataset_key, self.data.num_images))
+                callbacks.append(reader)
             seconds_left = lambda: self.clock.seconds_left() - child.seconds_left()  # noqa: E731
         timer = speed_reserve_timer(self.settings, stage, training_seconds, seconds_left)
         if timer is not None:
@@ -237,7 +242,13 @@ class Quickstart:
             "training_seconds": round(float(_timer_elapsed(trainer)), 1),
             **({"seconds_per_step": timer.seconds_per_step, "fixed_reserve_training_seconds": training_seconds}
                if timer is not None and timer.seconds_per_step is not None else {}),
+            **({"child_features_from_step": reader.attached_at} if reader is not None and reader.attached_at is not None
+               else {}),
         })
+        if reader is not None and reader.attached_at is not None:
+            self.notes.append(f"From step {reader.attached_at} on, stage 3 read its images' frozen features from the "
+                              "features process's file instead of computing them (`--child-features-in-training "
+                              "false` keeps computing them).")
 
     def precompute_frozen_features(self) -> None:
         """Before stage 3 trains: the frozen features of every image, for an image encoder that is a

@@ -73,6 +73,11 @@ class QuickstartSettings:
     #: torch threads. With ``edge_source: reconstruction`` they took 9m44s-10m28s of a 30-minute
     #: quickstart on 2 cores before stage 3 (docs/EXPERIMENTS.md M23).
     background_features: bool = True
+    #: Once that process is done, stage 3 reads its images' frozen features from the process's file
+    #: instead of computing them each step (:class:`disdiff.pipeline.background_features.TrainOnChildFeatures`):
+    #: ~10 % of the small step (docs/EXPERIMENTS.md D65). They are the exports' features, so under
+    #: ``features_bf16`` the head trains on bf16-autocast features from then on. ``False``: always computed.
+    child_features_in_training: bool = True
     tail_step_equivalents: float = 470.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last

@@ -32,7 +32,7 @@ without the stage-2 checkpoint file.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -226,6 +226,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             raise ConfigError("unit_reset needs the built-in image encoder with one shared output layer "
                               "(encoder_config: the CNN backbone, without 'target' or unit_branches)")
         self.last_codes: torch.Tensor | None = None  # the last training batch's codes, for unit_reset
+        #: Dataset indices -> the training images' frozen encoder features, for a head on frozen features
+        #: (set by :class:`disdiff.pipeline.background_features.TrainOnChildFeatures`); None: computed each step.
+        self.x0_feature_lookup: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.tc_discriminator = (TotalCorrelationDiscriminator(self.num_units * self.unit_dim)
                                  if self.deviations.unit_tc_weight > 0 else None)
         self.reencoder = FrozenReencoder(reencoder_bn_mode)
@@ -334,8 +337,11 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
         noise: torch.Tensor | None = None,
         concept: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        x0_features: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """All stage-3 loss terms for images ``x``; random draws from ``generator`` when given."""
+        """All stage-3 loss terms for images ``x``; random draws from ``generator`` when given.
+        ``x0_features``: the frozen features of ``x`` when they were looked up rather than computed
+        (an image encoder that is a head on frozen features)."""
         B = x.shape[0]
         device = x.device
         z0 = self.encode_images(x)
@@ -349,7 +355,9 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
             z_mean = split_units(mean, self.num_units)
         else:
             with self._autocast():
-                if getattr(self.encoder, "reads_training_latent", False):
+                if x0_features is not None:
+                    z = split_units(self.encoder.code_from_features(x0_features.to(work)), self.num_units).to(work)
+                elif getattr(self.encoder, "reads_training_latent", False):
                     # backbone: dpm on a VQ first stage: its step 1 is z0 / s, computed just above.
                     code = self.encoder.code_from_features(self.encoder.features_of_latent(z0, x))
                     z = split_units(code, self.num_units).to(work)
@@ -449,7 +457,8 @@ class DisDiffModule(BatchEMAUpdate, pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = self.get_input(batch)
-        out = self.compute_losses(x)
+        lookup = self.x0_feature_lookup if isinstance(batch, Mapping) and "index" in batch else None
+        out = self.compute_losses(x, x0_features=lookup(batch["index"]).to(x.device) if lookup else None)
         B = x.shape[0]
         if self.deviations.unit_reset is not None:
             self.last_codes = out["z"].detach()
