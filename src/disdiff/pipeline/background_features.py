@@ -140,8 +140,8 @@ class TrainOnChildFeatures(pl.Callback):
     the features of the batch's images (the first stage's decoding, the UNet encoder half) are ~10 % of
     the small step (docs/EXPERIMENTS.md, D65), and the child has computed them all anyway. They are
     the exports' features: under a bf16 autocast where the quickstart's ``--features-bf16`` resolves to
-    it (0.5 % relative error, D36), so from that step on the head trains on those rather than on float32
-    ones. ``attached_at`` is the global step of the first batch that read them (None: none did).
+    it, so from that step on the head trains on those rather than on float32 ones (about 3 % relative
+    error per image, and a gradient within cosine 0.98-0.997 of the float32 one, D65). ``attached_at`` is the global step of the first batch that read them (None: none did).
     """
 
     def __init__(self, job: BackgroundFeatures, open_features: Callable[[Any], Any]) -> None:

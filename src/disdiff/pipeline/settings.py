@@ -62,8 +62,9 @@ class QuickstartSettings:
     #: final export computed the features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The
     #: reserve never falls below ``overhead_minutes_min`` nor rises above the fixed one.
     speed_reserve: bool = True
-    #: The frozen features of the exports (not of training) under a bf16 autocast: ``"auto"`` where the
-    #: CPU has native bf16 (:func:`disdiff.utils.precision.resolve_bf16`). On a 2-core AMD EPYC the
+    #: The frozen features of the exports (and of training once it reads them:
+    #: ``child_features_in_training``) under a bf16 autocast: ``"auto"`` where the CPU has native bf16
+    #: (:func:`disdiff.utils.precision.resolve_bf16`). On a 2-core AMD EPYC the
     #: 480,000 images' features took 380-466 s in float32 and 191-227 s in bf16, and one checkpoint's
     #: codes scored the same metrics to the third decimal (docs/EXPERIMENTS.md D36, D36b), so about three
     #: minutes more of the 30 go to stage 3. ``False`` keeps every number float32.
