@@ -260,13 +260,14 @@ def build_stage3(size: str, **overrides: Any):
     return module
 
 
-def stage3_training_step(module, x: torch.Tensor) -> Callable[[int], None]:
+def stage3_training_step(module, x: torch.Tensor, x0_features: torch.Tensor | None = None) -> Callable[[int], None]:
     """``step(seed)``: one stage-3 optimiser step on images ``x`` (zero grad, losses with the draws of
-    ``seed``, backward, AdamW), as the benchmarks of the small step time it."""
+    ``seed``, backward, AdamW), as the benchmarks of the small step time it; ``x0_features``: the images'
+    frozen features looked up rather than computed (``DisDiffModule.compute_losses``)."""
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
 
     def step(seed: int) -> None:
-        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed))
+        out = module.compute_losses(x, generator=torch.Generator().manual_seed(seed), x0_features=x0_features)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -274,10 +275,10 @@ def stage3_training_step(module, x: torch.Tensor) -> Callable[[int], None]:
     return step
 
 
-def step_seconds(module, steps: int, warmup: int = 3) -> float:
+def step_seconds(module, steps: int, warmup: int = 3, x0_features: torch.Tensor | None = None) -> float:
     """Mean seconds of ``steps`` small stage-3 steps (batch 32, draws of seeds 0, 1, ...) after ``warmup``
-    untimed ones, with a fresh optimiser."""
-    step = stage3_training_step(module, images("small", 32))
+    untimed ones, with a fresh optimiser; ``x0_features`` as :func:`stage3_training_step`."""
+    step = stage3_training_step(module, images("small", 32), x0_features)
     for seed in range(warmup):
         step(seed)
     start = time.perf_counter()

@@ -56,9 +56,10 @@ class QuickstartSettings:
     #: frozen DPM features are ready before the exports (computed before or beside stage 3), the
     #: final steps are the heads' export, the evaluation, figures, unit usage, three curve points and
     #: the report: 147 s after 0.407 s steps on a 2-core AMD EPYC (361 steps' worth; docs/EXPERIMENTS.md
-    #: M18, 2026-12-06). With the cheaper step of ``dis_reencode_latent`` the same final steps were 371-391
-    #: steps' worth (200-211 s after 0.512-0.552 s steps, M26 seeds 0-2), and 550 left 64-81 s of the 30
-    #: minutes unused; 470 is 1.2 times the largest of those (docs/EXPERIMENTS.md, D64). (Before, the
+    #: M18, 2026-12-06). 550 is 1.5 times that one measurement. The final steps' time hardly follows the
+    #: step's when a config makes the step cheaper: 200-211 s after 0.512-0.552 s steps (M26), and 470
+    #: steps' worth (M27, after 0.421-0.427 s steps) left too little for the metric curve, which dropped
+    #: one or two of its three earlier checkpoints (docs/EXPERIMENTS.md M27); so 550 stays. (Before, the
     #: final export computed the features: 1,217-1,424 steps' worth, and 1,700 was the setting.) The
     #: reserve never falls below ``overhead_minutes_min`` nor rises above the fixed one.
     speed_reserve: bool = True
@@ -79,7 +80,7 @@ class QuickstartSettings:
     #: ~10 % of the small step (docs/EXPERIMENTS.md D65). They are the exports' features, so under
     #: ``features_bf16`` the head trains on bf16-autocast features from then on. ``False``: always computed.
     child_features_in_training: bool = True
-    tail_step_equivalents: float = 470.0
+    tail_step_equivalents: float = 550.0
     overhead_minutes_min: float = 2.0
     # Part of each stage's share left for what runs after its training time is up (the last
     # validation, checkpoint and image grids; 31 s after a 12.75-minute stage-3 share), at most
