@@ -1,0 +1,47 @@
+"""The small stage-3 step with its images' frozen features computed (``disdiff train``, and the quickstart
+until its features process is done) against looked up (the quickstart's ``child_features_in_training``
+afterwards), alternating ``--rounds`` times so that drifts of the machine's speed hit both
+(docs/EXPERIMENTS.md D65).
+
+    python benchmarks/bench_child_features.py --threads 2 --steps 12 --rounds 2
+
+The stage-3 config is the quickstart's (8 units, edge features of the reconstruction, the high-pass term,
+the weight cap, the latent re-encoding) without the ICA read-out's fit; the disentangling loss is on from
+step 0. The looked-up features are the batch's features under the bf16 autocast, as the features process
+computes them. Prints one JSON document with the mean seconds per step (zero grad, losses, backward,
+AdamW) of every round, and the features' share of the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from bench_background_features import ENCODER, PACKAGED_STAGE2
+from common import build_stage3, images, machine, step_seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and variant")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8, encoder_config=ENCODER,
+                          rec_highpass_weight=3.0, nested_unit_dropout=0.0, encoder_lr_boost=None,
+                          dis_weight_cap=0.5, dis_reencode_latent=True).train()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        looked_up = module.encoder.features(images("small", 32)).float()
+    result: dict[str, list[float]] = {"computed": [], "looked_up": []}
+    for _ in range(args.rounds):
+        result["computed"].append(round(step_seconds(module, args.steps, warmup=2), 4))
+        result["looked_up"].append(round(step_seconds(module, args.steps, warmup=2, x0_features=looked_up), 4))
+    share = [round(1 - b / a, 3) for a, b in zip(result["computed"], result["looked_up"])]
+    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
+                      "seconds_per_step": result, "saved_fraction": share}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
