@@ -14,24 +14,16 @@ AdamW) of every round, and the features' share of the step.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from bench_background_features import ENCODER, PACKAGED_STAGE2
-from common import build_stage3, images, machine, step_seconds
+from bench_dis_reencode_latent import quickstart_module
+from common import images, machine, round_arguments, step_seconds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and variant")
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8, encoder_config=ENCODER,
-                          rec_highpass_weight=3.0, nested_unit_dropout=0.0, encoder_lr_boost=None,
-                          dis_weight_cap=0.5, dis_reencode_latent=True).train()
+    args = round_arguments(__doc__)
+    module = quickstart_module(dis_reencode_latent=True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         looked_up = module.encoder.features(images("small", 32)).float()
     result: dict[str, list[float]] = {"computed": [], "looked_up": []}

@@ -11,25 +11,22 @@ one JSON document with the mean seconds per step (zero grad, losses, backward, A
 
 from __future__ import annotations
 
-import argparse
 import json
 
-import torch
 from bench_background_features import ENCODER, PACKAGED_STAGE2
-from common import build_stage3, machine, step_seconds
+from common import build_stage3, machine, round_arguments, step_seconds
+
+
+def quickstart_module(dis_reencode_latent: bool):
+    """The quickstart's small stage-3 module (without the ICA fit), the disentangling loss on from step 0."""
+    return build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8, encoder_config=ENCODER,
+                        rec_highpass_weight=3.0, nested_unit_dropout=0.0, encoder_lr_boost=None, dis_weight_cap=0.5,
+                        dis_reencode_latent=dis_reencode_latent).train()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per round and variant")
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    modules = {flag: build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None, num_units=8,
-                                  encoder_config=ENCODER, rec_highpass_weight=3.0, nested_unit_dropout=0.0,
-                                  encoder_lr_boost=None, dis_weight_cap=0.5, dis_reencode_latent=flag).train()
-               for flag in (False, True)}
+    args = round_arguments(__doc__)
+    modules = {flag: quickstart_module(flag) for flag in (False, True)}
     variants = {"dis_loss_off": (modules[False], 0.0), "dis_reencode_images": (modules[False], None),
                 "dis_reencode_latent": (modules[True], None)}
     result: dict[str, list[float]] = {name: [] for name in variants}

@@ -10,11 +10,9 @@ disentangling loss on from step 0) of every round of each variant, batch 32, pac
 
 from __future__ import annotations
 
-import argparse
 import json
 
-import torch
-from common import build_stage3, machine, step_seconds
+from common import build_stage3, machine, round_arguments, step_seconds
 
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
 
@@ -22,12 +20,7 @@ PACKAGED_STAGE2 = "src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per round and variant")
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = round_arguments(__doc__, threads=1, steps=60)
     module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None).train()
 
     shared = DPMFeatureEncoder.reads_training_latent

@@ -275,6 +275,20 @@ def stage3_training_step(module, x: torch.Tensor, x0_features: torch.Tensor | No
     return step
 
 
+def round_arguments(doc: str, threads: int = 2, steps: int = 12, rounds: int = 2) -> Any:
+    """The command line of a benchmark that alternates its variants over rounds (``--threads``, ``--steps``
+    per round and variant, ``--rounds``); sets torch's thread count."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--steps", type=int, default=steps, help="timed steps per round and variant")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def step_seconds(module, steps: int, warmup: int = 3, x0_features: torch.Tensor | None = None) -> float:
     """Mean seconds of ``steps`` small stage-3 steps (batch 32, draws of seeds 0, 1, ...) after ``warmup``
     untimed ones, with a fresh optimiser; ``x0_features`` as :func:`stage3_training_step`."""

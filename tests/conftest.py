@@ -21,3 +21,12 @@ def _single_thread():
 def ldm_ckpt(tmp_path_factory):
     """A small random stage-2 checkpoint, one per test module (see disdiff_support.make_ldm_checkpoint)."""
     return make_ldm_checkpoint(tmp_path_factory.mktemp("stage2") / "checkpoints" / "last.ckpt")
+
+
+@pytest.fixture
+def two_threads():
+    """Two torch threads for one test (the quickstart's features process needs two or more)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

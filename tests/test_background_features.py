@@ -16,14 +16,6 @@ from disdiff.pipeline.background_features import BackgroundFeatures
 from disdiff.pipeline.quickstart import Quickstart
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def _settings(tmp_path, **changes):
     pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
     return tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32, factor_sizes=[2, 2, 2, 2, 2, 3],

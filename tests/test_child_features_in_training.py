@@ -77,14 +77,6 @@ def test_no_features_to_read_leaves_training_computing_them():
     assert module.x0_feature_lookup is None and callback.attached_at is None
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_the_quickstart_trains_on_the_childs_file_once_it_is_written(tmp_path, two_threads, monkeypatch):
     reads = []
 
