@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from disdiff_support import make_module, random_images
 from quickstart_support import make_pretrained, tiny_settings
