@@ -14,11 +14,9 @@ AdamW) of every round, and the features' share of the step.
 
 from __future__ import annotations
 
-import json
-
 import torch
 from bench_dis_reencode_latent import quickstart_module
-from common import images, machine, round_arguments, step_seconds
+from common import alternating_rounds, images, print_rounds, round_arguments, step_seconds
 
 
 def main() -> None:
@@ -26,14 +24,11 @@ def main() -> None:
     module = quickstart_module(dis_reencode_latent=True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         looked_up = module.encoder.features(images("small", 32)).float()
-    result: dict[str, list[float]] = {"computed": [], "looked_up": []}
-    for _ in range(args.rounds):
-        result["computed"].append(round(step_seconds(module, args.steps, warmup=2), 4))
-        result["looked_up"].append(round(step_seconds(module, args.steps, warmup=2, x0_features=looked_up), 4))
+    result = alternating_rounds({
+        "computed": lambda: step_seconds(module, args.steps, warmup=2),
+        "looked_up": lambda: step_seconds(module, args.steps, warmup=2, x0_features=looked_up)}, args.rounds)
     share = [round(1 - b / a, 3) for a, b in zip(result["computed"], result["looked_up"])]
-    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
-                      "seconds_per_step": result, "saved_fraction": share}, indent=1))
-
+    print_rounds(args, result, saved_fraction=share)
 
 if __name__ == "__main__":
     main()

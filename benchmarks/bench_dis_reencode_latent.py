@@ -11,10 +11,8 @@ one JSON document with the mean seconds per step (zero grad, losses, backward, A
 
 from __future__ import annotations
 
-import json
-
 from bench_background_features import ENCODER, PACKAGED_STAGE2
-from common import build_stage3, machine, round_arguments, step_seconds
+from common import alternating_rounds, build_stage3, print_rounds, round_arguments, step_seconds
 
 
 def quickstart_module(dis_reencode_latent: bool):
@@ -27,20 +25,19 @@ def quickstart_module(dis_reencode_latent: bool):
 def main() -> None:
     args = round_arguments(__doc__)
     modules = {flag: quickstart_module(flag) for flag in (False, True)}
-    variants = {"dis_loss_off": (modules[False], 0.0), "dis_reencode_images": (modules[False], None),
-                "dis_reencode_latent": (modules[True], None)}
-    result: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, (module, dis_weight) in variants.items():
+    def timed(module, dis_weight: float | None):
+        def seconds() -> float:
             saved = module.dis_weight
             module.dis_weight = saved if dis_weight is None else dis_weight
             try:
-                result[name].append(round(step_seconds(module, args.steps, warmup=2), 4))
+                return step_seconds(module, args.steps, warmup=2)
             finally:
                 module.dis_weight = saved
-    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
-                      "seconds_per_step": result}, indent=1))
+        return seconds
 
+    print_rounds(args, alternating_rounds({"dis_loss_off": timed(modules[False], 0.0),
+                                           "dis_reencode_images": timed(modules[False], None),
+                                           "dis_reencode_latent": timed(modules[True], None)}, args.rounds))
 
 if __name__ == "__main__":
     main()

@@ -10,32 +10,29 @@ disentangling loss on from step 0) of every round of each variant, batch 32, pac
 
 from __future__ import annotations
 
-import json
-
-from common import build_stage3, machine, round_arguments, step_seconds
+from bench_background_features import PACKAGED_STAGE2
+from common import alternating_rounds, build_stage3, print_rounds, round_arguments, step_seconds
 
 from disdiff.models.dpm_feature_encoder import DPMFeatureEncoder
-
-PACKAGED_STAGE2 = "src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt"
-
 
 def main() -> None:
     args = round_arguments(__doc__, threads=1, steps=60)
     module = build_stage3("small", ldm_ckpt=PACKAGED_STAGE2, dis_weight_ramp=None).train()
 
     shared = DPMFeatureEncoder.reads_training_latent
-    variants = {"shared_latent": shared, "encode_twice": property(lambda self: False)}
-    result: dict[str, list[float]] = {name: [] for name in variants}
+
+    def timed(flag):
+        def seconds() -> float:
+            DPMFeatureEncoder.reads_training_latent = flag
+            return step_seconds(module, args.steps, warmup=5)
+        return seconds
+
     try:
-        for _ in range(args.rounds):
-            for name, flag in variants.items():
-                DPMFeatureEncoder.reads_training_latent = flag
-                result[name].append(round(step_seconds(module, args.steps, warmup=5), 4))
+        result = alternating_rounds({"shared_latent": timed(shared), "encode_twice": timed(property(lambda self: False))},
+                                    args.rounds)
     finally:
         DPMFeatureEncoder.reads_training_latent = shared
-    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
-                      "seconds_per_step": result}, indent=1))
-
+    print_rounds(args, result)
 
 if __name__ == "__main__":
     main()

@@ -289,6 +289,22 @@ def round_arguments(doc: str, threads: int = 2, steps: int = 12, rounds: int = 2
     return args
 
 
+def alternating_rounds(variants: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Each variant's timing (a call that returns seconds per step) in every one of ``rounds`` rounds, the
+    variants taking turns within a round, so that drifts of the machine's speed hit all of them."""
+    result: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, seconds in variants.items():
+            result[name].append(round(seconds(), 4))
+    return result
+
+
+def print_rounds(args: Any, result: dict[str, list[float]], **extra: Any) -> None:
+    """The rounds benchmarks' JSON document: machine, threads, batch 32, steps and seconds per step."""
+    print(json.dumps({"machine": machine(), "threads": args.threads, "batch": 32, "steps": args.steps,
+                      "seconds_per_step": result, **extra}, indent=1))
+
+
 def step_seconds(module, steps: int, warmup: int = 3, x0_features: torch.Tensor | None = None) -> float:
     """Mean seconds of ``steps`` small stage-3 steps (batch 32, draws of seeds 0, 1, ...) after ``warmup``
     untimed ones, with a fresh optimiser; ``x0_features`` as :func:`stage3_training_step`."""

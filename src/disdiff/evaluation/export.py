@@ -113,13 +113,7 @@ class FrozenFeatureCache:
         M = len(dataset)
         path = self.file_for(dataset_key, fingerprint, M, bf16) if dataset_key is not None else None
         if path is not None and path.is_file():
-            try:
-                features = np.load(path, mmap_mode="r")
-            except (ValueError, EOFError) as exc:  # not an .npy file, or a truncated one
-                raise OSError(f"feature cache {path}: cannot be read ({exc}); delete the file to recompute it") from exc
-            if features.ndim != 2 or features.shape[0] != M or features.dtype != np.float32:
-                raise OSError(f"feature cache {path}: holds {features.dtype} {features.shape}, expected float32 "
-                              f"({M}, F); delete the file to recompute it")
+            features = self.read_file(path, M)
             self._key, self._features, self.loaded_from, self.fill_seconds = key, features, path, 0.0
             return features
         start = time.monotonic()
@@ -128,6 +122,18 @@ class FrozenFeatureCache:
         if path is not None:
             atomic_save_with(path, lambda tmp: np.save(tmp, features), suffix=".tmp.npy")
         self._key, self._features = key, features
+        return features
+
+    @staticmethod
+    def read_file(path: Path, num_images: int) -> np.ndarray:
+        """A features file memory-mapped, checked to hold float32 ``(num_images, F)``; OSError otherwise."""
+        try:
+            features = np.load(path, mmap_mode="r")
+        except (ValueError, EOFError) as exc:  # not an .npy file, or a truncated one
+            raise OSError(f"feature cache {path}: cannot be read ({exc}); delete the file to recompute it") from exc
+        if features.ndim != 2 or features.shape[0] != num_images or features.dtype != np.float32:
+            raise OSError(f"feature cache {path}: holds {features.dtype} {features.shape}, expected float32 "
+                          f"({num_images}, F); delete the file to recompute it")
         return features
 
     @staticmethod

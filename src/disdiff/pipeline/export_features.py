@@ -76,9 +76,10 @@ class ExportFeatures:
         path = self.cache.file_for(dataset_key, encoder.features_fingerprint(), num_images, bf16)
         if path is None or not path.is_file():
             return None
-        features = np.load(path, mmap_mode="r")
-        return features if features.ndim == 2 and features.shape[0] == num_images and features.dtype == np.float32 \
-            else None
+        try:
+            return self.cache.read_file(path, num_images)
+        except OSError:  # training goes on computing them; the export reports the file's fault
+            return None
 
     def collect(self, num_images: int) -> str | None:
         """Before an export: wait for the child; if it failed, the export computes the features itself.
