@@ -132,3 +132,14 @@ def test_three_stages_export_evaluate_swap_traverse(tmp_path):
     assert all(u["field_rms"] >= 0 and 0 <= u["field_share"] <= 1 for u in record["units"])
     assert main(["units", str(run3), "--t-range", "600,100"]) == 1
     assert main(["units", str(run3), "--t-range", "abc"]) == 1
+
+    # swap-check: one row per unit over the run's factors, JSON written, impossible sizes refused
+    check_json = tmp_path / "swap_check.json"
+    assert main(["swap-check", str(run3), "--pairs", "4", "--reader-images", "40", "--reader", "linear", "--steps", "2",
+                 "--json", str(check_json)]) == 0
+    record = json.loads(check_json.read_text())
+    assert record["global_step"] == 2 and len(record["units"]) == 3 and np.shape(record["moved"]) == (3, 6)
+    assert set(record["reader_accuracy"]) == set(load_dataset("shapes3d-synth", resolution=16,
+                                                              factor_sizes=FACTORS).factor_names)
+    assert main(["swap-check", str(run3), "--pairs", "20", "--reader-images", "40"]) == 1  # 80 > 64 images
+    assert main(["swap-check", str(run3), "--pairs", "0"]) == 1

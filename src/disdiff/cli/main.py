@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # Order is the order in ``disdiff --help``.
-SUBCOMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "export", "swap", "traverse", "units", "import_original"]
+SUBCOMMAND_MODULES = ["quickstart", "data", "train", "evaluate", "export", "swap", "swap_check", "traverse", "units",
+                      "import_original"]
 
 
 def build_parser() -> argparse.ArgumentParser:

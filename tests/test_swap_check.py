@@ -1,0 +1,105 @@
+"""disdiff.inference.swap_check: the swap grid read by classifiers, against analytic cases."""
+
+import numpy as np
+import pytest
+import torch
+from disdiff_support import IMAGE_SIZE, make_module, randomize_shift_output
+
+from disdiff.inference.swap_check import check_swaps, fit_readers, swap_scores
+
+
+def _pairs(p: int = 200, sizes=(4, 5, 3), seed: int = 0):
+    rng = np.random.RandomState(seed)
+    source = np.stack([rng.randint(0, s, p) for s in sizes], axis=1)
+    reference = np.stack([rng.randint(0, s, p) for s in sizes], axis=1)
+    return source, reference
+
+
+def test_a_perfect_swap_moves_and_adopts_exactly_its_own_factor():
+    source, reference = _pairs()
+    K = source.shape[1]
+    swap = np.stack([np.where(np.arange(K) == k, reference, source) for k in range(K)])  # unit k carries factor k
+    own_accuracy, moved, adopted = swap_scores(source, swap, source, reference)
+    assert np.array_equal(own_accuracy, np.ones(K))
+    assert np.array_equal(moved, np.eye(K)) and np.array_equal(adopted, np.eye(K))
+
+
+def test_a_swap_that_changes_nothing_scores_zero_and_a_unit_carrying_two_factors_scores_both():
+    source, reference = _pairs()
+    own_accuracy, moved, adopted = swap_scores(source, np.stack([source, source]), source, reference)
+    assert np.array_equal(moved, np.zeros((2, 3))) and np.array_equal(adopted, np.zeros((2, 3)))
+    both = np.where(np.arange(3) < 2, reference, source)  # one unit holds factors 0 and 1
+    _, moved, adopted = swap_scores(source, both[None], source, reference)
+    assert np.array_equal(moved[0], [1.0, 1.0, 0.0]) and np.array_equal(adopted[0], [1.0, 1.0, 0.0])
+
+
+def test_reads_at_random_give_chance_and_own_accuracy_counts_the_own_generation():
+    source, reference = _pairs(p=4000)
+    rng = np.random.RandomState(1)
+    random_reads = np.stack([rng.randint(0, s, 4000) for s in (4, 5, 3)], axis=1)
+    own_accuracy, _, adopted = swap_scores(random_reads, random_reads[None], source, reference)
+    assert own_accuracy == pytest.approx([1 / 4, 1 / 5, 1 / 3], abs=0.03)
+    assert adopted[0] == pytest.approx([1 / 4, 1 / 5, 1 / 3], abs=0.03)
+
+
+def test_a_factor_without_differing_pairs_is_nan_and_bad_shapes_are_refused():
+    source, reference = _pairs(p=10)
+    reference[:, 2] = source[:, 2]
+    _, moved, adopted = swap_scores(source, source[None], source, reference)
+    assert np.isnan(moved[0, 2]) and np.isnan(adopted[0, 2]) and moved[0, 0] == 0
+    with pytest.raises(ValueError, match="shapes"):
+        swap_scores(source, source, source, reference)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_readers_read_an_encoded_factor_and_not_noise(kind):
+    rng = np.random.RandomState(0)
+    factors = np.stack([rng.randint(0, 4, 1000), rng.randint(0, 3, 1000)], axis=1)
+    informative = np.concatenate([np.eye(4)[factors[:, 0]], rng.normal(size=(1000, 6))], axis=1)  # factor 1 absent
+    _, accuracy = fit_readers(informative[:800], factors[:800], informative[800:], factors[800:], kind)
+    assert accuracy[0] == 1.0 and accuracy[1] < 0.5  # chance for factor 1 is 1/3
+    with pytest.raises(ValueError, match="reader"):
+        fit_readers(informative, factors, informative, factors, "forest")
+
+
+class _BrightnessGrid:
+    """A ground-truth dataset of 256 images: factor 0 sets the brightness, factor 1 nothing."""
+
+    factor_names = ("brightness", "nothing")
+
+    def __init__(self) -> None:
+        self.factors = np.array([[b, k] for b in range(4) for k in range(64)])
+        self.noise = np.random.RandomState(1).uniform(-0.05, 0.05, (256, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def factors_of(self, idx):
+        return self.factors[np.asarray(idx)]
+
+    def images(self, idx):
+        b = self.factors[np.asarray(idx), 0].astype(np.float32)
+        return (b[:, None, None, None] / 2.0 - 0.75) + self.noise[np.asarray(idx)]
+
+
+def test_with_zero_fields_no_swap_moves_anything(ldm_ckpt):
+    # The shift decoder's output layers start at zero (spec), so a swapped code generates exactly the
+    # source's own image from the same x_T and noise: every entry of `moved` must be 0.
+    module = make_module(ldm_ckpt, num_units=3, unit_dim=2).eval()
+    check = check_swaps(module, _BrightnessGrid(), pairs=10, steps=3, seed=2, reader="linear", reader_images=200,
+                        batch_size=4)
+    assert check.moved.shape == (3, 2) and np.array_equal(check.moved, np.zeros((3, 2)))
+    assert check.reader_accuracy[0] > 0.9  # brightness is plain in the first-stage latent; `nothing` is not
+    assert check.record()["units"][0]["moved"] == 0.0 and check.draws["pairs"] == 10
+
+
+def test_live_fields_move_the_generation_and_the_check_reproduces_with_its_seed(ldm_ckpt):
+    module = make_module(ldm_ckpt, num_units=3, unit_dim=2).eval()
+    randomize_shift_output(module, std=0.5)
+    data = _BrightnessGrid()
+    a = check_swaps(module, data, pairs=10, steps=3, seed=2, reader="linear", reader_images=200, batch_size=4)
+    b = check_swaps(module, data, pairs=10, steps=3, seed=2, reader="linear", reader_images=200, batch_size=4)
+    assert np.array_equal(a.moved, b.moved) and np.array_equal(a.own_accuracy, b.own_accuracy)
+    assert a.moved.max() > 0  # the random fields change what the generations show
+    with pytest.raises(ValueError, match="images"):
+        check_swaps(module, data, pairs=100, reader_images=200)
