@@ -1,5 +1,6 @@
-"""Stage 3 reading its images' frozen features from the quickstart's features process once it is done
-(``QuickstartSettings.child_features_in_training``, :class:`TrainOnChildFeatures`, docs/EXPERIMENTS.md D65)."""
+"""Stage 3 reading its images' frozen features from the quickstart's features process once it is done, or,
+without that process, from the features computed before it (``QuickstartSettings.child_features_in_training``,
+:class:`TrainOnChildFeatures`, :class:`TrainOnFeatures`, docs/EXPERIMENTS.md D65, D67)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import json
 
 import numpy as np
 import torch
-from disdiff_support import make_module, random_images
+from disdiff_support import ImageSet, make_module, random_images
 from quickstart_support import make_pretrained, tiny_settings
 
 from disdiff.pipeline import quickstart as quickstart_module
-from disdiff.pipeline.background_features import TrainOnChildFeatures
+from disdiff.evaluation.export import FrozenFeatureCache
+from disdiff.pipeline.background_features import TrainOnChildFeatures, TrainOnFeatures
 from disdiff.pipeline.quickstart import Quickstart
 
 EDGES = {"backbone": "dpm", "hidden": 16, "edge_features": True, "edge_source": "reconstruction"}
@@ -103,3 +105,48 @@ def test_the_quickstart_trains_on_the_childs_file_once_it_is_written(tmp_path, t
     assert done["child_features_from_step"] == 0
     assert len(reads) == done["global_step"] and all(n > 0 for n in reads)
     assert "From step 0 on, stage 3 read its images' frozen features" in markdown
+
+
+def test_without_a_features_process_training_reads_the_features_computed_before_it_from_step_0(tmp_path,
+                                                                                                monkeypatch):
+    reads = []
+
+    class CountingReader(TrainOnFeatures):
+        def on_train_batch_start(self, trainer, pl_module, *args, **kwargs):
+            super().on_train_batch_start(trainer, pl_module, *args, **kwargs)
+            lookup = pl_module.x0_feature_lookup
+            if lookup is not None and not getattr(lookup, "counted", False):
+                def counted(index):
+                    reads.append(len(index))
+                    return lookup(index)
+                counted.counted = True
+                pl_module.x0_feature_lookup = counted
+
+    monkeypatch.setattr(quickstart_module, "TrainOnFeatures", CountingReader)
+    pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
+    settings = tiny_settings(tmp_path / "qs", dataset="shapes3d-synth", resolution=32, factor_sizes=[2, 2, 2, 2, 2, 3],
+                             pretrained_dir=pretrained, features_bf16="false", curve_points=1,
+                             background_features=False)
+    md_path, _ = Quickstart(settings).run()
+    done = json.loads((settings.out / "stage3_disdiff" / "DONE.json").read_text())
+    assert done["child_features_from_step"] == 0
+    assert len(reads) == done["global_step"] > 0 and all(n > 0 for n in reads)
+    assert "stage 3 read its images' frozen features from those computed before it" in md_path.read_text()
+
+
+def test_the_cache_hands_over_only_the_features_of_the_encoder_asked_for():
+    class Encoder(torch.nn.Module):
+        def __init__(self, digest):
+            super().__init__()
+            self.weight, self.digest = torch.nn.Parameter(torch.zeros(1)), digest
+
+        def features_fingerprint(self):
+            return self.digest
+
+        def features(self, x):
+            return x.flatten(1)[:, :2]
+
+    cache = FrozenFeatureCache(bf16=False)
+    assert cache.held(Encoder("a")) is None  # nothing computed: nothing handed over, nothing computed
+    computed = cache.features(Encoder("a"), ImageSet(5), batch_size=2, progress=False)
+    assert cache.held(Encoder("a")) is computed and cache.held(Encoder("b")) is None

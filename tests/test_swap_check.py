@@ -93,13 +93,40 @@ def test_with_zero_fields_no_swap_moves_anything(ldm_ckpt):
     assert check.record()["units"][0]["moved"] == 0.0 and check.draws["pairs"] == 10
 
 
-def test_live_fields_move_the_generation_and_the_check_reproduces_with_its_seed(ldm_ckpt):
+def test_a_unit_that_carries_brightness_moves_and_adopts_brightness_alone(ldm_ckpt, monkeypatch):
+    # An oracle generator: the image shows the brightness that unit 0's code holds (the dataset's own
+    # rendering of it), whatever the other units hold. So row 0 must move and adopt brightness in every
+    # pair whose brightness differs, rows 1 and 2 never; the own generation brings brightness back.
+    import disdiff.inference.swap_check as swap_check
+
     module = make_module(ldm_ckpt, num_units=3, unit_dim=2).eval()
-    randomize_shift_output(module, std=0.5)
-    data = _BrightnessGrid()
-    a = check_swaps(module, data, pairs=10, steps=3, seed=2, reader="linear", reader_images=200, batch_size=4)
-    b = check_swaps(module, data, pairs=10, steps=3, seed=2, reader="linear", reader_images=200, batch_size=4)
-    assert np.array_equal(a.moved, b.moved) and np.array_equal(a.own_accuracy, b.own_accuracy)
-    assert a.moved.max() > 0  # the random fields change what the generations show
+    encode = module.encode_representation
+
+    def unit_0_is_brightness(images):
+        z = encode(images).clone()
+        z[:, 0] = torch.round((images.mean(dim=(1, 2, 3)) + 0.75) * 2.0)[:, None]  # the factor value 0..3
+        return z
+
+    def render_unit_0(module, z, steps, eta, seed):
+        level = z[:, 0, 0].reshape(-1, 1, 1, 1)
+        return (level / 2.0 - 0.75).expand(-1, 3, IMAGE_SIZE, IMAGE_SIZE).contiguous()
+
+    monkeypatch.setattr(module, "encode_representation", unit_0_is_brightness)
+    monkeypatch.setattr(module, "decode_latents", lambda latents, quantize=True: latents)  # the "latents" are images
+    monkeypatch.setattr(swap_check, "generate_latents", lambda module, z, steps, eta, seed: render_unit_0(
+        module, z, steps, eta, seed))
+    check = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+                        batch_size=10)
+    assert check.reader_accuracy[0] == 1.0 and check.own_accuracy[0] == 1.0 and check.resampled[0] == 0.0
+    assert check.moved[:, 0].tolist() == [1.0, 0.0, 0.0] and check.adopted[:, 0].tolist() == [1.0, 0.0, 0.0]
+    assert check.rows()[0]["top_factor"] == "brightness" and check.rows()[0]["adopted"] == 1.0
     with pytest.raises(ValueError, match="images"):
-        check_swaps(module, data, pairs=100, reader_images=200)
+        check_swaps(module, _BrightnessGrid(), pairs=100, reader_images=200)
+
+    # A generator whose brightness follows the sampler's seed, not the code: `resampled` sees it (the
+    # resampled batches' seeds are 3 past the first ones, so of the other parity).
+    monkeypatch.setattr(swap_check, "generate_latents", lambda module, z, steps, eta, seed: torch.full(
+        (z.shape[0], 3, IMAGE_SIZE, IMAGE_SIZE), (seed % 2) / 2.0 - 0.75))
+    check = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+                        batch_size=10)
+    assert check.resampled[0] == 1.0 and check.moved[:, 0].tolist() == [0.0, 0.0, 0.0]

@@ -7,10 +7,11 @@ For ``--pairs`` random (source, reference) pairs of a dataset with factor labels
 swap (the source's code with unit k taken from the reference) is generated, and a classifier per
 factor, fitted on real images of the dataset, reads which value of each factor the image shows.
 Printed per unit: how often its swap *moved* each factor (the read value differs from the source's
-own generation), over the pairs whose true values differ, with ``adopted`` (the read value is the
-reference's) for the factor it moves most. A disentangled model has one large entry per row. Also
-printed: each reader's accuracy on held-out real images (it bounds what the check can see) and how
-often an image's own code brings each factor back. Definitions: :mod:`disdiff.inference.swap_check`.
+own generation), over the pairs whose true values differ; then the factor it moves most above
+``resampled`` (below), with ``adopted`` (the read value is the reference's) for it. A disentangled model has one large entry per row. Also
+printed: each reader's accuracy on held-out real images (it bounds what the check can see), how
+often an image's own code brings each factor back, and how often a factor changes when only the
+sampler's x_T and noise do (``resampled``: a unit's ``moved`` means something only above it). Definitions: :mod:`disdiff.inference.swap_check`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,13 @@ def format_table(check, step: int) -> str:
              f"{'':<16}{head}",
              f"{'reader accuracy':<16}" + "".join(f"{v:>{width + 2}.2f}" for v in check.reader_accuracy),
              f"{'own code':<16}" + "".join(f"{v:>{width + 2}.2f}" for v in check.own_accuracy),
+             f"{'resampled':<16}" + "".join(f"{v:>{width + 2}.2f}" for v in check.resampled),
              "moved by the swap of unit k:"]
     for k, row in enumerate(check.rows()):
         cells = "".join(f"{v:>{width + 2}.2f}" for v in check.moved[k])
-        lines.append(f"{'unit ' + str(k):<16}{cells}   -> {row['top_factor']} (adopted {row['adopted']:.2f})")
+        runner_up = "" if row["next_factor"] is None else f"; next {row['next_factor']} {row['next_excess']:+.2f}"
+        lines.append(f"{'unit ' + str(k):<16}{cells}   -> {row['top_factor']} ({row['excess']:+.2f} over resampled, "
+                     f"adopted {row['adopted']:.2f}{runner_up})")
     return "\n".join(lines)
 
 

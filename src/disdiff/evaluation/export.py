@@ -124,6 +124,17 @@ class FrozenFeatureCache:
         self._key, self._features = key, features
         return features
 
+    def held(self, encoder: Any) -> np.ndarray | None:
+        """The features this cache holds if they are ``encoder``'s (same digest and precision), else None.
+
+        Never computes anything, unlike :meth:`features`."""
+        from disdiff.utils.precision import resolve_bf16
+
+        if self._key is None or self._features is None:
+            return None
+        bf16 = resolve_bf16(self.bf16, next(encoder.parameters()).device)
+        return self._features if self._key[1:] == (encoder.features_fingerprint(), bf16) else None
+
     @staticmethod
     def read_file(path: Path, num_images: int) -> np.ndarray:
         """A features file memory-mapped, checked to hold float32 ``(num_images, F)``; OSError otherwise."""

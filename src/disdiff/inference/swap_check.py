@@ -16,7 +16,11 @@ value of ``f`` that a generated image shows. Over the pairs whose true values di
     adopted[k, f] = mean_i [ R_f(swap_{k,i}) == f(r_i) ]         row k shows the reference's value of f
 
 and, over all pairs, ``own_accuracy[f] = mean_i [ R_f(own_i) == f(s_i) ]``: whether an image's own
-code brings its value of ``f`` back. A row that changes one factor has one large entry in each of
+code brings its value of ``f`` back, and ``resampled[f] = mean_i [ R_f(own'_i) != R_f(own_i) ]``, where
+``own'_i`` is the same code generated from another ``x_T`` and noise: how often ``f`` changes when
+only the sampler's draws do. A factor the code does not control has a large ``resampled``, and then
+any change of the code that moves the sampling path moves it too, so ``moved[k, f]`` means something
+only where it stands above ``resampled[f]``. A row that changes one factor has one large entry in each of
 its rows of ``moved`` and ``adopted`` and small ones elsewhere; a unit the decoder ignores has a row
 of zeros. The readers see an image only through the frozen first-stage encoder (its flattened
 scaled latent), so they owe nothing to stage 3; their test accuracy on held-out real images is
@@ -52,20 +56,24 @@ class SwapCheck:
     reader: str
     reader_accuracy: np.ndarray  #: (K,) test accuracy of each reader on held-out real images
     own_accuracy: np.ndarray  #: (K,)
+    resampled: np.ndarray  #: (K,)
     moved: np.ndarray  #: (N, K)
     adopted: np.ndarray  #: (N, K)
     draws: dict[str, Any] = field(default_factory=dict)  #: pairs, steps, eta, seed, reader images
 
     def rows(self) -> list[dict[str, Any]]:
-        """Per unit: the factor it moves most, how often, and the largest rate among the other factors."""
+        """Per unit: the factor its swap moves most above the sampler's own rate (``moved - resampled``),
+        with that factor's rates, and the same excess for the runner-up factor."""
         out = []
+        excess = self.moved - self.resampled[None]
         for k in range(self.moved.shape[0]):
-            order = np.argsort(-self.moved[k])
+            order = np.argsort(-np.nan_to_num(excess[k], nan=-np.inf))
             top = int(order[0])
-            out.append({"unit": k, "top_factor": str(self.factor_names[top]),
-                        "moved": float(self.moved[k, top]), "adopted": float(self.adopted[k, top]),
+            out.append({"unit": k, "top_factor": str(self.factor_names[top]), "moved": float(self.moved[k, top]),
+                        "resampled": float(self.resampled[top]), "excess": float(excess[k, top]),
+                        "adopted": float(self.adopted[k, top]),
                         "next_factor": str(self.factor_names[int(order[1])]) if len(order) > 1 else None,
-                        "next_moved": float(self.moved[k, int(order[1])]) if len(order) > 1 else 0.0})
+                        "next_excess": float(excess[k, int(order[1])]) if len(order) > 1 else None})
         return out
 
     def record(self) -> dict[str, Any]:
@@ -74,6 +82,7 @@ class SwapCheck:
         return {**self.draws, "reader": self.reader, "factor_names": names,
                 "reader_accuracy": dict(zip(names, map(float, self.reader_accuracy))),
                 "own_accuracy": dict(zip(names, map(float, self.own_accuracy))),
+                "resampled": dict(zip(names, map(float, self.resampled))),
                 "moved": self.moved.tolist(), "adopted": self.adopted.tolist(), "units": self.rows()}
 
 
@@ -153,7 +162,8 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
 
     The readers are fitted on ``reader_images`` random images (four fifths) and tested on the rest;
     the ``pairs`` (source, reference) pairs are drawn apart from them. Everything is seeded by ``seed``;
-    pairs go through the sampler ``batch_size`` at a time, batch b with sampler seed ``seed + b``.
+    pairs go through the sampler ``batch_size`` at a time, batch b with sampler seed ``seed + b`` (and
+    ``seed + B + b`` for the resampled own generations, B the number of batches).
     """
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
@@ -174,22 +184,26 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
     readers, reader_accuracy = fit_readers(features[:cut], factors[:cut], features[cut:], factors[cut:], reader, seed)
 
     unit_list = list(range(module.num_units)) if units is None else [int(k) for k in units]
-    read_own, read_swap = [], [[] for _ in unit_list]
+    read_own, read_resampled, read_swap = [], [], [[] for _ in unit_list]
     device = module.scale_factor.device
+    n_batches = -(-pairs // batch_size)
     for b, start in enumerate(range(0, pairs, batch_size)):
         src, ref = src_idx[start:start + batch_size], ref_idx[start:start + batch_size]
         z_src = module.encode_representation(torch.from_numpy(dataset.images(src)).float().to(device))
         z_ref = module.encode_representation(torch.from_numpy(dataset.images(ref)).float().to(device))
         read_own.append(_read(readers, _generated_features(module, z_src, steps, eta, seed + b)))
+        # other sampler draws for the same codes (seeds past every batch's)
+        read_resampled.append(_read(readers, _generated_features(module, z_src, steps, eta, seed + n_batches + b)))
         for row, k in enumerate(unit_list):
             swapped = swap_units(z_src, z_ref, k)
             read_swap[row].append(_read(readers, _generated_features(module, swapped, steps, eta, seed + b)))
     own, swap = np.concatenate(read_own), np.stack([np.concatenate(r) for r in read_swap])
     source, reference = np.asarray(dataset.factors_of(src_idx)), np.asarray(dataset.factors_of(ref_idx))
     own_accuracy, moved, adopted = swap_scores(own, swap, source, reference)
+    resampled = (np.concatenate(read_resampled) != own).mean(axis=0)
     names = tuple(str(v) for v in getattr(dataset, "factor_names", ()))
     if len(names) != source.shape[1]:
         names = tuple(f"factor {f}" for f in range(source.shape[1]))
-    return SwapCheck(names, reader, reader_accuracy, own_accuracy, moved, adopted,
+    return SwapCheck(names, reader, reader_accuracy, own_accuracy, resampled, moved, adopted,
                      {"pairs": pairs, "steps": steps, "eta": eta, "seed": seed, "reader_images": reader_images,
                       "units": unit_list})

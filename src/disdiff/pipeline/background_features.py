@@ -130,27 +130,32 @@ class RestoreThreads(pl.Callback):
             self.restored = True
 
 
-class TrainOnChildFeatures(pl.Callback):
-    """Once ``job`` is done, training reads its images' frozen features from the child's file instead of
-    computing them every step (checked before every step until then).
+class TrainOnFeatures(pl.Callback):
+    """Training reads its images' frozen features from an array of every image's features instead of
+    computing them every step, from the first step at which :meth:`ready` is true (checked before every
+    step until then; here at once).
 
-    ``open_features(module)`` gives the child's ``(M, F)`` features of every image for ``module``'s encoder
-    (row i = dataset image i), or None when there are none to read (the child failed, or its file is
-    another encoder's); training then goes on computing them. Why: with ``edge_source: reconstruction``
-    the features of the batch's images (the first stage's decoding, the UNet encoder half) are ~10 % of
-    the small step (docs/EXPERIMENTS.md, D65), and the child has computed them all anyway. They are
-    the exports' features: under a bf16 autocast where the quickstart's ``--features-bf16`` resolves to
-    it, so from that step on the head trains on those rather than on float32 ones (about 3 % relative
-    error per image, and a gradient within cosine 0.98-0.997 of the float32 one, D65). ``attached_at`` is the global step of the first batch that read them (None: none did).
+    ``open_features(module)`` gives the ``(M, F)`` features of every image for ``module``'s encoder (row
+    i = dataset image i), or None when there are none to read (another encoder's, or none computed);
+    training then goes on computing them. Why: with ``edge_source: reconstruction`` the features of the
+    batch's images (the first stage's decoding, the UNet encoder half) are ~10 % of the small step
+    (docs/EXPERIMENTS.md, D65), and the quickstart computes them all for the exports anyway. They are the
+    exports' features: under a bf16 autocast where the quickstart's ``--features-bf16`` resolves to it,
+    so from that step on the head trains on those rather than on float32 ones (about 3 % relative error
+    per image, and a gradient within cosine 0.98-0.997 of the float32 one, D65). ``attached_at`` is the
+    global step of the first batch that read them (None: none did).
     """
 
-    def __init__(self, job: BackgroundFeatures, open_features: Callable[[Any], Any]) -> None:
-        self.job, self.open_features = job, open_features
+    def __init__(self, open_features: Callable[[Any], Any]) -> None:
+        self.open_features = open_features
         self.checked = False
         self.attached_at: int | None = None
 
+    def ready(self) -> bool:
+        return True
+
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, *args: Any, **kwargs: Any) -> None:
-        if self.checked or self.job.running:
+        if self.checked or not self.ready():
             return
         self.checked = True
         features = self.open_features(pl_module)
@@ -166,7 +171,18 @@ class TrainOnChildFeatures(pl.Callback):
         self.attached_at = int(trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        pl_module.x0_feature_lookup = None  # the file goes with the first export
+        pl_module.x0_feature_lookup = None  # the features go with the first export
+
+
+class TrainOnChildFeatures(TrainOnFeatures):
+    """:class:`TrainOnFeatures` on the file of the features process ``job``, once it is done."""
+
+    def __init__(self, job: BackgroundFeatures, open_features: Callable[[Any], Any]) -> None:
+        super().__init__(open_features)
+        self.job = job
+
+    def ready(self) -> bool:
+        return not self.job.running
 
 
 def main(argv: list[str]) -> int:

@@ -31,7 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from disdiff.config import ConfigError, load_configs
-from disdiff.pipeline.background_features import RestoreThreads, TrainOnChildFeatures
+from disdiff.pipeline.background_features import RestoreThreads, TrainOnChildFeatures, TrainOnFeatures
 from disdiff.pipeline.console import Console, output_to_log
 from disdiff.pipeline.curve import (dci_sample_fraction, merge_settings, parse_settings, select_curve_steps,
                                     step_checkpoints)
@@ -210,8 +210,12 @@ class Quickstart:
         trainer_overrides: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
         threads = torch.get_num_threads()
         seconds_left = self.clock.seconds_left
-        reader: TrainOnChildFeatures | None = None
-        if stage == "disdiff" and self.features.child_running:
+        reader: TrainOnFeatures | None = None
+        if stage == "disdiff" and self.features.job is None and self.settings.child_features_in_training:
+            # Computed here before stage 3 (one thread, or no features process): read them from step 0.
+            reader = TrainOnFeatures(lambda module: self.features.cache.held(module.encoder))
+            callbacks.append(reader)
+        elif stage == "disdiff" and self.features.child_running:
             # One thread is the features child's until it is done; the final steps wait for it.
             torch.set_num_threads(threads - 1)
             child = self.features.job
@@ -246,9 +250,11 @@ class Quickstart:
                else {}),
         })
         if reader is not None and reader.attached_at is not None:
-            self.notes.append(f"From step {reader.attached_at} on, stage 3 read its images' frozen features from the "
-                              "features process's file instead of computing them (`--child-features-in-training "
-                              "false` keeps computing them).")
+            source = "the features process's file" if isinstance(reader, TrainOnChildFeatures) else \
+                "those computed before it for the exports"
+            self.notes.append(f"From step {reader.attached_at} on, stage 3 read its images' frozen features from "
+                              f"{source} instead of computing them (`--child-features-in-training false` keeps "
+                              "computing them).")
 
     def precompute_frozen_features(self) -> None:
         """Before stage 3 trains: the frozen features of every image, for an image encoder that is a

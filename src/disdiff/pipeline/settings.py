@@ -77,8 +77,10 @@ class QuickstartSettings:
     background_features: bool = True
     #: Once that process is done, stage 3 reads its images' frozen features from the process's file
     #: instead of computing them each step (:class:`disdiff.pipeline.background_features.TrainOnChildFeatures`):
-    #: ~10 % of the small step (docs/EXPERIMENTS.md D65). They are the exports' features, so under
-    #: ``features_bf16`` the head trains on bf16-autocast features from then on. ``False``: always computed.
+    #: ~10 % of the small step (docs/EXPERIMENTS.md D65). Without that process (one thread, or
+    #: ``background_features`` off) the features are computed before stage 3 and read from step 0. They
+    #: are the exports' features, so under ``features_bf16`` the head trains on bf16-autocast features
+    #: from then on. ``False``: always computed.
     child_features_in_training: bool = True
     tail_step_equivalents: float = 550.0
     overhead_minutes_min: float = 2.0
