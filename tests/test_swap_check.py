@@ -120,6 +120,9 @@ def test_a_unit_that_carries_brightness_moves_and_adopts_brightness_alone(ldm_ck
     assert check.reader_accuracy[0] == 1.0 and check.own_accuracy[0] == 1.0 and check.resampled[0] == 0.0
     assert check.moved[:, 0].tolist() == [1.0, 0.0, 0.0] and check.adopted[:, 0].tolist() == [1.0, 0.0, 0.0]
     assert check.rows()[0]["top_factor"] == "brightness" and check.rows()[0]["adopted"] == 1.0
+    subset = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+                         batch_size=10, units=[2, 0])  # rows in the order asked, named by their unit
+    assert [row["unit"] for row in subset.rows()] == [2, 0] and subset.moved[:, 0].tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="images"):
         check_swaps(module, _BrightnessGrid(), pairs=100, reader_images=200)
 

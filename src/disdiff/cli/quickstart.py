@@ -78,8 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "trains on the others (default true; needs --threads 2 or more)")
     parser.add_argument("--child-features-in-training", default="true", choices=["true", "false"],
                         help="once that process is done, stage 3 reads its images' frozen features from its file "
-                             "instead of computing them (under --features-bf16 the head then trains on bf16-autocast "
-                             "features; default true)")
+                             "instead of computing them; without that process, from the features computed before "
+                             "stage 3, from its first step (under --features-bf16 the head then trains on "
+                             "bf16-autocast features; default true)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE:KEY=VALUE",
                         help="a config value for one stage (autoencoder, ldm or disdiff), checked before anything "
                              "trains; repeatable, e.g. --set disdiff:model.params.train_reencoder_until=4000")

@@ -56,7 +56,7 @@ def format_table(check, step: int) -> str:
     for k, row in enumerate(check.rows()):
         cells = "".join(f"{v:>{width + 2}.2f}" for v in check.moved[k])
         runner_up = "" if row["next_factor"] is None else f"; next {row['next_factor']} {row['next_excess']:+.2f}"
-        lines.append(f"{'unit ' + str(k):<16}{cells}   -> {row['top_factor']} ({row['excess']:+.2f} over resampled, "
+        lines.append(f"{'unit ' + str(row['unit']):<16}{cells}   -> {row['top_factor']} ({row['excess']:+.2f} over resampled, "
                      f"adopted {row['adopted']:.2f}{runner_up})")
     return "\n".join(lines)
 
