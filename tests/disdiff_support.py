@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 IMAGE_SIZE = 16
@@ -141,3 +142,25 @@ def save_module_checkpoint(module, path: Path, global_step: int = 0) -> Path:
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "global_step": global_step}, path)
     return path
+
+
+class BrightnessGrid:
+    """A ground-truth dataset of 4 x ``others`` images: factor 0 sets the images' brightness (plus a
+    little fixed noise), factor 1 nothing."""
+
+    factor_names = ("brightness", "nothing")
+
+    def __init__(self, others: int = 8) -> None:
+        self.factors = np.array([[b, k] for b in range(4) for k in range(others)])
+        self.noise = np.random.RandomState(1).uniform(-0.05, 0.05, (len(self.factors), 3, IMAGE_SIZE, IMAGE_SIZE)
+                                                      ).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def factors_of(self, idx):
+        return self.factors[np.asarray(idx)]
+
+    def images(self, idx):
+        b = self.factors[np.asarray(idx), 0].astype(np.float32)
+        return (b[:, None, None, None] / 2.0 - 0.75) + self.noise[np.asarray(idx)]

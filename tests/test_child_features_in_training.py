@@ -78,6 +78,17 @@ def test_no_features_to_read_leaves_training_computing_them():
     assert module.x0_feature_lookup is None and callback.attached_at is None
 
 
+def count_reads(pl_module, reads: list) -> None:
+    """Wrap the module's feature lookup (once) so that every read appends its batch size to ``reads``."""
+    lookup = pl_module.x0_feature_lookup
+    if lookup is not None and not getattr(lookup, "counted", False):
+        def counted(index):
+            reads.append(len(index))
+            return lookup(index)
+        counted.counted = True
+        pl_module.x0_feature_lookup = counted
+
+
 def test_the_quickstart_trains_on_the_childs_file_once_it_is_written(tmp_path, two_threads, monkeypatch):
     reads = []
 
@@ -87,13 +98,7 @@ def test_the_quickstart_trains_on_the_childs_file_once_it_is_written(tmp_path, t
         def on_train_batch_start(self, trainer, pl_module, *args, **kwargs):
             self.job.process.wait()
             super().on_train_batch_start(trainer, pl_module, *args, **kwargs)
-            lookup = pl_module.x0_feature_lookup
-            if lookup is not None and not getattr(lookup, "counted", False):
-                def counted(index):
-                    reads.append(len(index))
-                    return lookup(index)
-                counted.counted = True
-                pl_module.x0_feature_lookup = counted
+            count_reads(pl_module, reads)
 
     monkeypatch.setattr(quickstart_module, "TrainOnChildFeatures", WaitingReader)
     pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)
@@ -114,13 +119,7 @@ def test_without_a_features_process_training_reads_the_features_computed_before_
     class CountingReader(TrainOnFeatures):
         def on_train_batch_start(self, trainer, pl_module, *args, **kwargs):
             super().on_train_batch_start(trainer, pl_module, *args, **kwargs)
-            lookup = pl_module.x0_feature_lookup
-            if lookup is not None and not getattr(lookup, "counted", False):
-                def counted(index):
-                    reads.append(len(index))
-                    return lookup(index)
-                counted.counted = True
-                pl_module.x0_feature_lookup = counted
+            count_reads(pl_module, reads)
 
     monkeypatch.setattr(quickstart_module, "TrainOnFeatures", CountingReader)
     pretrained = make_pretrained(tmp_path / "pretrained", resolution=32)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from disdiff_support import IMAGE_SIZE, make_module, randomize_shift_output
+from disdiff_support import IMAGE_SIZE, BrightnessGrid, make_module
 
 from disdiff.inference.swap_check import check_swaps, fit_readers, swap_scores
 
@@ -62,31 +62,15 @@ def test_readers_read_an_encoded_factor_and_not_noise(kind):
         fit_readers(informative, factors, informative, factors, "forest")
 
 
-class _BrightnessGrid:
-    """A ground-truth dataset of 256 images: factor 0 sets the brightness, factor 1 nothing."""
-
-    factor_names = ("brightness", "nothing")
-
-    def __init__(self) -> None:
-        self.factors = np.array([[b, k] for b in range(4) for k in range(64)])
-        self.noise = np.random.RandomState(1).uniform(-0.05, 0.05, (256, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.factors)
-
-    def factors_of(self, idx):
-        return self.factors[np.asarray(idx)]
-
-    def images(self, idx):
-        b = self.factors[np.asarray(idx), 0].astype(np.float32)
-        return (b[:, None, None, None] / 2.0 - 0.75) + self.noise[np.asarray(idx)]
+def _grid() -> BrightnessGrid:
+    return BrightnessGrid(others=64)  # 256 images: 200 for the readers, the rest for the pairs
 
 
 def test_with_zero_fields_no_swap_moves_anything(ldm_ckpt):
     # The shift decoder's output layers start at zero (spec), so a swapped code generates exactly the
     # source's own image from the same x_T and noise: every entry of `moved` must be 0.
     module = make_module(ldm_ckpt, num_units=3, unit_dim=2).eval()
-    check = check_swaps(module, _BrightnessGrid(), pairs=10, steps=3, seed=2, reader="linear", reader_images=200,
+    check = check_swaps(module, _grid(), pairs=10, steps=3, seed=2, reader="linear", reader_images=200,
                         batch_size=4)
     assert check.moved.shape == (3, 2) and np.array_equal(check.moved, np.zeros((3, 2)))
     assert check.reader_accuracy[0] > 0.9  # brightness is plain in the first-stage latent; `nothing` is not
@@ -115,21 +99,21 @@ def test_a_unit_that_carries_brightness_moves_and_adopts_brightness_alone(ldm_ck
     monkeypatch.setattr(module, "decode_latents", lambda latents, quantize=True: latents)  # the "latents" are images
     monkeypatch.setattr(swap_check, "generate_latents", lambda module, z, steps, eta, seed: render_unit_0(
         module, z, steps, eta, seed))
-    check = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+    check = check_swaps(module, _grid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
                         batch_size=10)
     assert check.reader_accuracy[0] == 1.0 and check.own_accuracy[0] == 1.0 and check.resampled[0] == 0.0
     assert check.moved[:, 0].tolist() == [1.0, 0.0, 0.0] and check.adopted[:, 0].tolist() == [1.0, 0.0, 0.0]
     assert check.rows()[0]["top_factor"] == "brightness" and check.rows()[0]["adopted"] == 1.0
-    subset = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+    subset = check_swaps(module, _grid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
                          batch_size=10, units=[2, 0])  # rows in the order asked, named by their unit
     assert [row["unit"] for row in subset.rows()] == [2, 0] and subset.moved[:, 0].tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="images"):
-        check_swaps(module, _BrightnessGrid(), pairs=100, reader_images=200)
+        check_swaps(module, _grid(), pairs=100, reader_images=200)
 
     # A generator whose brightness follows the sampler's seed, not the code: `resampled` sees it (the
     # resampled batches' seeds are 3 past the first ones, so of the other parity).
     monkeypatch.setattr(swap_check, "generate_latents", lambda module, z, steps, eta, seed: torch.full(
         (z.shape[0], 3, IMAGE_SIZE, IMAGE_SIZE), (seed % 2) / 2.0 - 0.75))
-    check = check_swaps(module, _BrightnessGrid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+    check = check_swaps(module, _grid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
                         batch_size=10)
     assert check.resampled[0] == 1.0 and check.moved[:, 0].tolist() == [0.0, 0.0, 0.0]

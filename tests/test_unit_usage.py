@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from disdiff_support import IMAGE_SIZE, make_module, random_images, randomize_shift_output
+from disdiff_support import BrightnessGrid, make_module, random_images, randomize_shift_output
 
 from disdiff.inference.unit_usage import factor_eta2, measure_unit_usage, unit_usage
 
@@ -80,26 +80,6 @@ def test_eta2_names_the_factor_a_unit_follows_and_skips_per_image_factors():
     assert np.isnan(eta2[:, 2]).all()  # one image per value: η² would be ~1 for any code
 
 
-class _BrightnessData:
-    """A ground-truth dataset whose factor 0 sets the images' brightness and factor 1 nothing."""
-
-    factor_names = ("brightness", "nothing")
-
-    def __init__(self) -> None:
-        self.factors = np.array([[b, k] for b in range(4) for k in range(8)])
-        self.noise = np.random.RandomState(1).uniform(-0.05, 0.05, (32, 3, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.factors)
-
-    def factors_of(self, idx):
-        return self.factors[np.asarray(idx)]
-
-    def images(self, idx):
-        b = self.factors[np.asarray(idx), 0].astype(np.float32)
-        return (b[:, None, None, None] / 2.0 - 0.75) + self.noise[np.asarray(idx)]
-
-
 def test_measure_on_a_dataset_is_seeded_and_names_the_brightness_unit(trained_like, monkeypatch):
     encode = trained_like.encode_representation
 
@@ -109,7 +89,7 @@ def test_measure_on_a_dataset_is_seeded_and_names_the_brightness_unit(trained_li
         return z
 
     monkeypatch.setattr(trained_like, "encode_representation", unit_0_is_brightness)
-    data = _BrightnessData()
+    data = BrightnessGrid()
     a = measure_unit_usage(trained_like, data, n=24, seed=3, batch_size=10)
     b = measure_unit_usage(trained_like, data, n=24, seed=3, batch_size=10)
     assert a.gain == b.gain and a.loss == b.loss

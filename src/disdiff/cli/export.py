@@ -111,6 +111,24 @@ def load_model(args: argparse.Namespace, use_ema: bool = True):
     return model
 
 
+def json_output(text: str | None) -> Path | None:
+    """The ``--json`` file of a command (None without one); a directory is refused."""
+    out = Path(text) if text else None
+    if out is not None and out.is_dir():
+        raise UserError(f"--json {out} is a directory; give a file name")
+    return out
+
+
+def write_model_record(out: Path, model, record: dict) -> None:
+    """``record`` with the checkpoint, step and EMA use of ``model`` in front, written atomically as JSON."""
+    from disdiff.utils.io import atomic_write_json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {"checkpoint": str(model.checkpoint), "global_step": model.global_step,
+                            "ema": model.uses_ema, **record})
+    print(f"wrote {out}")
+
+
 def check_geometry(model, dataset) -> None:
     c, h, w = model.image_shape
     dh, dw, dc = dataset.image_shape

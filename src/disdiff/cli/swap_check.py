@@ -8,21 +8,21 @@ swap (the source's code with unit k taken from the reference) is generated, and 
 factor, fitted on real images of the dataset, reads which value of each factor the image shows.
 Printed per unit: how often its swap *moved* each factor (the read value differs from the source's
 own generation), over the pairs whose true values differ; then the factor it moves most above
-``resampled`` (below), with ``adopted`` (the read value is the reference's) for it. A disentangled model has one large entry per row. Also
-printed: each reader's accuracy on held-out real images (it bounds what the check can see), how
-often an image's own code brings each factor back, and how often a factor changes when only the
-sampler's x_T and noise do (``resampled``: a unit's ``moved`` means something only above it). Definitions: :mod:`disdiff.inference.swap_check`.
+``resampled`` (below), with ``adopted`` (the read value is the reference's) for it. A disentangled
+model has one large entry per row. Also printed: each reader's accuracy on held-out real images (it
+bounds what the check can see), how often an image's own code brings each factor back, and how often
+a factor changes when only the sampler's x_T and noise do (``resampled``: a unit's ``moved`` means
+something only above it). Definitions: :mod:`disdiff.inference.swap_check`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 from disdiff.cli.errors import UserError
-from disdiff.cli.export import add_dataset_arguments, add_model_arguments, check_geometry, load_model, open_dataset
+from disdiff.cli.export import (add_dataset_arguments, add_model_arguments, check_geometry, json_output, load_model,
+                                open_dataset, write_model_record)
 from disdiff.cli.swap import add_sampling_arguments, check_sampling
 
 
@@ -56,8 +56,8 @@ def format_table(check, step: int) -> str:
     for k, row in enumerate(check.rows()):
         cells = "".join(f"{v:>{width + 2}.2f}" for v in check.moved[k])
         runner_up = "" if row["next_factor"] is None else f"; next {row['next_factor']} {row['next_excess']:+.2f}"
-        lines.append(f"{'unit ' + str(row['unit']):<16}{cells}   -> {row['top_factor']} ({row['excess']:+.2f} over resampled, "
-                     f"adopted {row['adopted']:.2f}{runner_up})")
+        lines.append(f"{'unit ' + str(row['unit']):<16}{cells}   -> {row['top_factor']} ({row['excess']:+.2f} over "
+                     f"resampled, adopted {row['adopted']:.2f}{runner_up})")
     return "\n".join(lines)
 
 
@@ -70,9 +70,7 @@ def run_swap_check(args: argparse.Namespace) -> int:
                                ("--batch-size", args.batch_size, 1)):
         if value < low:
             raise UserError(f"{option} must be at least {low}, got {value}")
-    out = Path(args.json) if args.json else None
-    if out is not None and out.is_dir():
-        raise UserError(f"--json {out} is a directory; give a file name")
+    out = json_output(args.json)
     model = load_model(args, use_ema=not args.no_ema)
     name, _, dataset = open_dataset(args, model.run_dir)
     if not hasattr(dataset, "factors_of"):
@@ -86,9 +84,5 @@ def run_swap_check(args: argparse.Namespace) -> int:
                         args.reader_images, args.batch_size)
     print(format_table(check, model.global_step))
     if out is not None:
-        record = {"checkpoint": str(model.checkpoint), "global_step": model.global_step, "ema": model.uses_ema,
-                  **check.record()}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))
-        print(f"wrote {out}")
+        write_model_record(out, model, check.record())
     return 0

@@ -19,12 +19,11 @@ zero repeats what other units hold. Both are signs to train longer or to change 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 from disdiff.cli.errors import UserError
-from disdiff.cli.export import add_dataset_arguments, add_model_arguments, check_geometry, load_model, open_dataset
+from disdiff.cli.export import (add_dataset_arguments, add_model_arguments, check_geometry, json_output, load_model,
+                                open_dataset, write_model_record)
 
 
 def parse_t_range(text: str) -> tuple[int, int]:
@@ -70,9 +69,7 @@ def run_units(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 2, got {args.n}")
     if args.batch_size < 2:
         raise UserError(f"--batch-size must be at least 2, got {args.batch_size}")
-    out = Path(args.json) if args.json else None
-    if out is not None and out.is_dir():
-        raise UserError(f"--json {out} is a directory; give a file name")
+    out = json_output(args.json)
     model = load_model(args, use_ema=not args.no_ema)
     steps = model.module.schedule.num_timesteps
     if not 0 <= lo < hi <= steps:
@@ -82,9 +79,5 @@ def run_units(args: argparse.Namespace) -> int:
     usage = measure_unit_usage(model.module, dataset, args.n, (lo, hi), args.seed, args.batch_size)
     print(format_table(usage, model.global_step))
     if out is not None:
-        record = {"checkpoint": str(model.checkpoint), "global_step": model.global_step, "ema": model.uses_ema,
-                  **usage.record()}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, indent=1))
-        print(f"wrote {out}")
+        write_model_record(out, model, usage.record())
     return 0

@@ -70,8 +70,9 @@ class SwapCheck:
         for k, unit in enumerate(unit_ids):
             order = np.argsort(-np.nan_to_num(excess[k], nan=-np.inf))
             top = int(order[0])
-            out.append({"unit": int(unit), "top_factor": str(self.factor_names[top]), "moved": float(self.moved[k, top]),
-                        "resampled": float(self.resampled[top]), "excess": float(excess[k, top]),
+            out.append({"unit": int(unit), "top_factor": str(self.factor_names[top]),
+                        "moved": float(self.moved[k, top]), "resampled": float(self.resampled[top]),
+                        "excess": float(excess[k, top]),
                         "adopted": float(self.adopted[k, top]),
                         "next_factor": str(self.factor_names[int(order[1])]) if len(order) > 1 else None,
                         "next_excess": float(excess[k, int(order[1])]) if len(order) > 1 else None})
@@ -177,7 +178,8 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
     rng = np.random.RandomState(seed)
     order = rng.permutation(n)
     reader_idx = order[:reader_images]
-    src_idx, ref_idx = order[reader_images:reader_images + pairs], order[reader_images + pairs:reader_images + 2 * pairs]
+    src_idx = order[reader_images:reader_images + pairs]
+    ref_idx = order[reader_images + pairs:reader_images + 2 * pairs]
 
     factors = np.asarray(dataset.factors_of(reader_idx))
     features = image_features(module, torch.from_numpy(dataset.images(reader_idx)).float())
