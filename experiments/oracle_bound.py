@@ -13,7 +13,10 @@ encoder). If geometry saves L_r here within the quickstart's step budget, the de
 and the bottleneck for the learned code is the encoder side.
 
     python experiments/oracle_bound.py --ldm src/disdiff/pretrained/shapes3d-synth-32/stage2.ckpt \
-        --steps 3600 --report-steps 400,1200,3600 [--threads 1] [--seed 0] [--out runs/exp/oracle.json]
+        --steps 3600 --report-steps 400,1200,3600 [--threads 1] [--seed 0] [--out runs/exp/oracle.json] \
+        [--swap-check PAIRS]
+
+With ``--swap-check``, it ends with `disdiff swap-check`'s figures for the oracle code (docs/EXPERIMENTS.md D69).
 """
 from __future__ import annotations
 
@@ -68,6 +71,38 @@ def factor_gains(module, data, sizes: np.ndarray, n: int, rng: np.random.RandomS
     return rows
 
 
+@torch.no_grad()
+def oracle_swap_check(module, data, sizes: np.ndarray, pairs: int, seed: int, steps: int = 50, eta: float = 1.0,
+                      reader_images: int = 20000) -> dict:
+    """`disdiff swap-check`'s figures (disdiff.inference.swap_check) with the oracle code as the code:
+    how well the trained shift decoder and the frozen LDM render each factor from a perfect code."""
+    from disdiff.inference import swap_units
+    from disdiff.inference.swap_check import (fit_readers, generated_features, image_features, read_factors,
+                                              swap_scores)
+
+    module.eval()
+    order = np.random.RandomState(seed + 7).permutation(len(data))
+    reader_idx = order[:reader_images]
+    src_idx, ref_idx = order[reader_images:reader_images + pairs], order[reader_images + pairs:reader_images + 2 * pairs]
+    features = image_features(module, torch.from_numpy(data.images(reader_idx)).float())
+    factors = np.asarray(data.factors_of(reader_idx))
+    cut = 4 * reader_images // 5
+    readers, accuracy = fit_readers(features[:cut], factors[:cut], features[cut:], factors[cut:], "mlp", seed)
+    src_f, ref_f = np.asarray(data.factors_of(src_idx)), np.asarray(data.factors_of(ref_idx))
+    z_src, z_ref = oracle_code(src_f, sizes), oracle_code(ref_f, sizes)
+    own = read_factors(readers, generated_features(module, z_src, steps, eta, seed))
+    resampled = (read_factors(readers, generated_features(module, z_src, steps, eta, seed + 1)) != own).mean(axis=0)
+    swap = np.stack([read_factors(readers, generated_features(module, swap_units(z_src, z_ref, k), steps, eta, seed))
+                     for k in range(len(sizes))])
+    own_accuracy, moved, adopted = swap_scores(own, swap, src_f, ref_f)
+    names = list(data.factor_names)
+    return {"pairs": pairs, "steps": steps, "eta": eta,
+            "reader_accuracy": dict(zip(names, accuracy.round(3).tolist())),
+            "own_accuracy": dict(zip(names, own_accuracy.round(3).tolist())),
+            "resampled": dict(zip(names, resampled.round(3).tolist())),
+            "moved": moved.round(3).tolist(), "adopted": adopted.round(3).tolist()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ldm", required=True)
@@ -77,6 +112,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n", type=int, default=256, help="images per t bucket in the gain table")
     parser.add_argument("--out", default="runs/exp/oracle_bound.json")
+    parser.add_argument("--swap-check", type=int, default=0, metavar="PAIRS",
+                        help="at the end, swap-check's figures for this many pairs with the oracle code (0: none)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +171,9 @@ def main() -> None:
             for bucket, row in gains.items():
                 print(f"  {bucket} {json.dumps(row)}", flush=True)
     results["loss_rec_every_100"] = [round(float(np.mean(history[i:i + 100])), 4) for i in range(0, len(history), 100)]
+    if args.swap_check:
+        results["swap_check"] = oracle_swap_check(module, data, sizes, args.swap_check, args.seed)
+        print(json.dumps(results["swap_check"]), flush=True)
     out.write_text(json.dumps(results, indent=1))
 
 

@@ -43,7 +43,8 @@ from sklearn.preprocessing import StandardScaler
 
 from disdiff.inference import generate_latents, swap_units
 
-__all__ = ["READERS", "SwapCheck", "swap_scores", "fit_readers", "image_features", "check_swaps"]
+__all__ = ["READERS", "SwapCheck", "swap_scores", "fit_readers", "read_factors", "image_features",
+           "generated_features", "check_swaps"]
 
 READERS = ("mlp", "linear")
 
@@ -136,7 +137,8 @@ def fit_readers(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
     return readers, np.asarray(accuracy)
 
 
-def _read(readers: Sequence[Any], features: np.ndarray) -> np.ndarray:
+def read_factors(readers: Sequence[Any], features: np.ndarray) -> np.ndarray:
+    """(B, K): each reader's value for each image's features."""
     return np.stack([r.predict(features) for r in readers], axis=-1)
 
 
@@ -149,7 +151,8 @@ def image_features(module: Any, images: torch.Tensor, batch_size: int = 512) -> 
 
 
 @torch.no_grad()
-def _generated_features(module: Any, z: torch.Tensor, steps: int, eta: float, seed: int) -> np.ndarray:
+def generated_features(module: Any, z: torch.Tensor, steps: int, eta: float, seed: int) -> np.ndarray:
+    """What the readers see of the DDIM generations from codes ``z`` (B, N, d), sampler seeded by ``seed``."""
     latents = generate_latents(module, z, steps, eta, seed=seed)
     images = module.decode_latents(latents, quantize=True).clamp(-1.0, 1.0)  # as a saved image would be
     return image_features(module, images)
@@ -194,12 +197,12 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
         src, ref = src_idx[start:start + batch_size], ref_idx[start:start + batch_size]
         z_src = module.encode_representation(torch.from_numpy(dataset.images(src)).float().to(device))
         z_ref = module.encode_representation(torch.from_numpy(dataset.images(ref)).float().to(device))
-        read_own.append(_read(readers, _generated_features(module, z_src, steps, eta, seed + b)))
+        read_own.append(read_factors(readers, generated_features(module, z_src, steps, eta, seed + b)))
         # other sampler draws for the same codes (seeds past every batch's)
-        read_resampled.append(_read(readers, _generated_features(module, z_src, steps, eta, seed + n_batches + b)))
+        read_resampled.append(read_factors(readers, generated_features(module, z_src, steps, eta, seed + n_batches + b)))
         for row, k in enumerate(unit_list):
             swapped = swap_units(z_src, z_ref, k)
-            read_swap[row].append(_read(readers, _generated_features(module, swapped, steps, eta, seed + b)))
+            read_swap[row].append(read_factors(readers, generated_features(module, swapped, steps, eta, seed + b)))
     own, swap = np.concatenate(read_own), np.stack([np.concatenate(r) for r in read_swap])
     source, reference = np.asarray(dataset.factors_of(src_idx)), np.asarray(dataset.factors_of(ref_idx))
     own_accuracy, moved, adopted = swap_scores(own, swap, source, reference)
