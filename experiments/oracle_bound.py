@@ -71,36 +71,15 @@ def factor_gains(module, data, sizes: np.ndarray, n: int, rng: np.random.RandomS
     return rows
 
 
-@torch.no_grad()
-def oracle_swap_check(module, data, sizes: np.ndarray, pairs: int, seed: int, steps: int = 50, eta: float = 1.0,
-                      reader_images: int = 20000) -> dict:
+def oracle_swap_check(module, data, sizes: np.ndarray, pairs: int, seed: int) -> dict:
     """`disdiff swap-check`'s figures (disdiff.inference.swap_check) with the oracle code as the code:
     how well the trained shift decoder and the frozen LDM render each factor from a perfect code."""
-    from disdiff.inference import swap_units
-    from disdiff.inference.swap_check import (fit_readers, generated_features, image_features, read_factors,
-                                              swap_scores)
+    from disdiff.inference.swap_check import check_swaps
 
     module.eval()
-    order = np.random.RandomState(seed + 7).permutation(len(data))
-    reader_idx = order[:reader_images]
-    src_idx, ref_idx = order[reader_images:reader_images + pairs], order[reader_images + pairs:reader_images + 2 * pairs]
-    features = image_features(module, torch.from_numpy(data.images(reader_idx)).float())
-    factors = np.asarray(data.factors_of(reader_idx))
-    cut = 4 * reader_images // 5
-    readers, accuracy = fit_readers(features[:cut], factors[:cut], features[cut:], factors[cut:], "mlp", seed)
-    src_f, ref_f = np.asarray(data.factors_of(src_idx)), np.asarray(data.factors_of(ref_idx))
-    z_src, z_ref = oracle_code(src_f, sizes), oracle_code(ref_f, sizes)
-    own = read_factors(readers, generated_features(module, z_src, steps, eta, seed))
-    resampled = (read_factors(readers, generated_features(module, z_src, steps, eta, seed + 1)) != own).mean(axis=0)
-    swap = np.stack([read_factors(readers, generated_features(module, swap_units(z_src, z_ref, k), steps, eta, seed))
-                     for k in range(len(sizes))])
-    own_accuracy, moved, adopted = swap_scores(own, swap, src_f, ref_f)
-    names = list(data.factor_names)
-    return {"pairs": pairs, "steps": steps, "eta": eta,
-            "reader_accuracy": dict(zip(names, accuracy.round(3).tolist())),
-            "own_accuracy": dict(zip(names, own_accuracy.round(3).tolist())),
-            "resampled": dict(zip(names, resampled.round(3).tolist())),
-            "moved": moved.round(3).tolist(), "adopted": adopted.round(3).tolist()}
+    check = check_swaps(module, data, pairs=pairs, seed=seed,
+                        code_of=lambda indices: oracle_code(np.asarray(data.factors_of(indices)), sizes))
+    return check.record()
 
 
 def main() -> None:

@@ -107,6 +107,19 @@ def test_a_unit_that_carries_brightness_moves_and_adopts_brightness_alone(ldm_ck
     subset = check_swaps(module, _grid(), pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
                          batch_size=10, units=[2, 0])  # rows in the order asked, named by their unit
     assert [row["unit"] for row in subset.rows()] == [2, 0] and subset.moved[:, 0].tolist() == [0.0, 1.0]
+    # A code given by the dataset's labels instead of the encoder (as experiments/oracle_bound.py does), here
+    # the brightness reversed: the generations show 3 - brightness, so the own code never brings it back,
+    # and row 0 still moves it in every differing pair.
+    grid = _grid()
+
+    def reversed_brightness(indices):
+        code = torch.zeros(len(indices), 3, 2)
+        code[:, 0] = 3.0 - torch.as_tensor(grid.factors_of(indices)[:, :1], dtype=torch.float32)
+        return code
+
+    labelled = check_swaps(module, grid, pairs=24, steps=1, seed=5, reader="linear", reader_images=200,
+                           batch_size=10, code_of=reversed_brightness)
+    assert labelled.own_accuracy[0] == 0.0 and labelled.moved[:, 0].tolist() == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="images"):
         check_swaps(module, _grid(), pairs=100, reader_images=200)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,17 +58,17 @@ class SwapCheck:
     reader_accuracy: np.ndarray  #: (K,) test accuracy of each reader on held-out real images
     own_accuracy: np.ndarray  #: (K,)
     resampled: np.ndarray  #: (K,)
-    moved: np.ndarray  #: (rows, K): row r is unit ``draws["units"][r]`` (every unit by default)
+    moved: np.ndarray  #: (rows, K): row r is unit ``units[r]``
     adopted: np.ndarray  #: (rows, K)
-    draws: dict[str, Any] = field(default_factory=dict)  #: pairs, steps, eta, seed, reader images, units
+    units: Sequence[int]  #: the unit of each row (every unit by default)
+    draws: dict[str, Any] = field(default_factory=dict)  #: pairs, steps, eta, seed, reader images
 
     def rows(self) -> list[dict[str, Any]]:
         """Per unit: the factor its swap moves most above the sampler's own rate (``moved - resampled``),
         with that factor's rates, and the same excess for the runner-up factor."""
         out = []
         excess = self.moved - self.resampled[None]
-        unit_ids = self.draws.get("units", range(self.moved.shape[0]))
-        for k, unit in enumerate(unit_ids):
+        for k, unit in enumerate(self.units):
             order = np.argsort(-np.nan_to_num(excess[k], nan=-np.inf))
             top = int(order[0])
             out.append({"unit": int(unit), "top_factor": str(self.factor_names[top]),
@@ -161,9 +161,13 @@ def generated_features(module: Any, z: torch.Tensor, steps: int, eta: float, see
 @torch.no_grad()
 def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta: float = 1.0, seed: int = 0,
                 reader: str = "mlp", reader_images: int = 20000, batch_size: int = 64,
-                units: Sequence[int] | None = None) -> SwapCheck:
+                units: Sequence[int] | None = None,
+                code_of: Callable[[np.ndarray], torch.Tensor] | None = None) -> SwapCheck:
     """:class:`SwapCheck` of a stage-3 ``DisDiffModule`` (eval mode, the weights wanted loaded) on a
     ground-truth ``dataset``.
+
+    ``code_of(indices)`` gives the codes (B, N, d) of those dataset images; by default the module's
+    encoder on the images (another, e.g. the true factors, checks what the generator does with that code).
 
     The readers are fitted on ``reader_images`` random images (four fifths) and tested on the rest;
     the ``pairs`` (source, reference) pairs are drawn apart from them. Everything is seeded by ``seed``;
@@ -192,11 +196,13 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
     unit_list = list(range(module.num_units)) if units is None else [int(k) for k in units]
     read_own, read_resampled, read_swap = [], [], [[] for _ in unit_list]
     device = module.scale_factor.device
+    if code_of is None:
+        def code_of(indices: np.ndarray) -> torch.Tensor:
+            return module.encode_representation(torch.from_numpy(dataset.images(indices)).float().to(device))
     n_batches = -(-pairs // batch_size)
     for b, start in enumerate(range(0, pairs, batch_size)):
         src, ref = src_idx[start:start + batch_size], ref_idx[start:start + batch_size]
-        z_src = module.encode_representation(torch.from_numpy(dataset.images(src)).float().to(device))
-        z_ref = module.encode_representation(torch.from_numpy(dataset.images(ref)).float().to(device))
+        z_src, z_ref = code_of(src).to(device), code_of(ref).to(device)
         read_own.append(read_factors(readers, generated_features(module, z_src, steps, eta, seed + b)))
         # other sampler draws for the same codes (seeds past every batch's)
         read_resampled.append(read_factors(readers, generated_features(module, z_src, steps, eta, seed + n_batches + b)))
@@ -210,6 +216,5 @@ def check_swaps(module: Any, dataset: Any, pairs: int = 64, steps: int = 50, eta
     names = tuple(str(v) for v in getattr(dataset, "factor_names", ()))
     if len(names) != source.shape[1]:
         names = tuple(f"factor {f}" for f in range(source.shape[1]))
-    return SwapCheck(names, reader, reader_accuracy, own_accuracy, resampled, moved, adopted,
-                     {"pairs": pairs, "steps": steps, "eta": eta, "seed": seed, "reader_images": reader_images,
-                      "units": unit_list})
+    return SwapCheck(names, reader, reader_accuracy, own_accuracy, resampled, moved, adopted, unit_list,
+                     {"pairs": pairs, "steps": steps, "eta": eta, "seed": seed, "reader_images": reader_images})
